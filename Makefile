@@ -1,0 +1,66 @@
+# The two commands: `make book` and `make test` (both set up .venv first).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NBVAL_DIR := _build/nbval
+JB_FLAGS := -n -W --keep-going
+
+.PHONY: help venv book html test test-package lint nbval chapter bench clean
+
+help:
+	@echo "make book    set up .venv and build the HTML book, every notebook executed"
+	@echo "make test    set up .venv; ruff, package tests, nbval over every chapter, HTML build"
+	@echo "make chapter CH=book/part1/ch01_min_norm.md   run one chapter under nbval"
+	@echo "make bench   run the performance suite (benchmarks/), not part of make test"
+
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -r requirements.txt
+	$(BIN)/python -m pip install --no-deps -r requirements-nodeps.txt
+	$(BIN)/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torchvision') is not None)" \
+	  || { echo "torchvision must not be installed (it breaks beside the torch CPU wheel)"; exit 1; }
+	touch $@
+
+venv: $(STAMP)
+
+# -W: warnings are errors; a failing cell raises (nb_execution_raise_on_error in _config.yml).
+html: venv
+	$(BIN)/jupyter-book build . $(JB_FLAGS)
+	@test -f _build/html/index.html
+
+book: html
+	@echo "Built _build/html/index.html"
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+
+# pytest exits 5 when it collects nothing; make treats every non-zero exit as failure.
+test-package: venv
+	$(BIN)/pytest tests -q
+
+nbval: venv
+	rm -rf $(NBVAL_DIR)
+	$(BIN)/python tests/notebooks.py prepare $(NBVAL_DIR)
+	cd $(NBVAL_DIR) && ../../$(BIN)/pytest --nbval-lax --nbval-current-env \
+	  --nbval-cell-timeout=300 -p no:cacheprovider -o addopts="" --rootdir=. \
+	  --junitxml=report.xml -o junit_family=xunit1 -q .
+	$(BIN)/python tests/notebooks.py check $(NBVAL_DIR)/report.xml $(NBVAL_DIR)
+
+test: lint test-package nbval html
+
+chapter: venv
+	@test -n "$(CH)" || { echo "usage: make chapter CH=book/partN/chNN_name.md"; exit 2; }
+	mkdir -p _build/chapter
+	$(BIN)/jupytext --quiet --to notebook --output _build/chapter/$$(basename $(CH) .md).ipynb $(CH)
+	cd _build/chapter && ../../$(BIN)/pytest --nbval-lax --nbval-current-env \
+	  --nbval-cell-timeout=300 -p no:cacheprovider -o addopts="" --rootdir=. -q \
+	  --durations=5 $$(basename $(CH) .md).ipynb
+
+bench: venv
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf _build
