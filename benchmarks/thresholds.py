@@ -1,0 +1,129 @@
+"""Exact mean-square threshold eta*: dense vs matrix-free eigenbasis vs Gram space.
+
+All three routes compute eta* = 2 / lambda_max(C^+ D) (Mulayoff & Michaeli 2024, Thm 3) for
+Gauss-Newton Hessians H_i = J_i^T J_i built from random Jacobians (n, K, d):
+
+* dense       ``ms_threshold(method="dense")``: r^2 x r^2 generalized eigenproblem, O(r^6);
+* eigenbasis  ``ms_threshold(method="eigenbasis")``: Lanczos on r x r matrices, O(n r^3) per
+              product (O(n k r^2) when every H_i has rank k <= r/4);
+* gram        ``ms_threshold_gn``: Lanczos in the basis of the nK x nK Gram matrix, cost
+              independent of d once J J^T is formed.
+
+Each route runs where it fits in memory and time; where two or more run, their values must
+agree to 1e-8 relative. Targets: eigenbasis at n = 50, d = 500 (full-rank H_i, the worst case)
+under 2 minutes; Gram at n = 1000, K = 1, d = 100,000 under 60 s. Timings include input
+validation (what a caller pays). Writes benchmarks/results/thresholds.json.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+from _common import best_time, write_result
+
+from companion.thresholds import ms_threshold, ms_threshold_gn
+
+BATCH = 8
+AGREE = 1e-8
+TARGETS = {("eigenbasis", 50, 500, 500): 120.0, ("gram", 1000, 1, 100_000): 60.0}
+# (n, K, d, routes); K = d gives full-rank per-sample Hessians.
+CASES = [
+    (20, 1, 10, ("dense", "eigenbasis", "gram")),
+    (20, 4, 20, ("dense", "eigenbasis", "gram")),
+    (40, 4, 30, ("dense", "eigenbasis", "gram")),
+    (40, 4, 40, ("dense", "eigenbasis", "gram")),
+    (50, 20, 200, ("eigenbasis", "gram")),
+    (50, 20, 500, ("eigenbasis", "gram")),
+    (50, 500, 500, ("eigenbasis",)),
+    (1000, 1, 10_000, ("gram",)),
+    (1000, 1, 100_000, ("gram",)),
+]
+
+
+def run_case(n: int, k: int, d: int, routes: tuple[str, ...], rng: np.random.Generator) -> dict:
+    jac = rng.standard_normal((n, k, d)) / np.sqrt(d)
+    hessians = None
+    if "dense" in routes or "eigenbasis" in routes:
+        hessians = np.swapaxes(jac, 1, 2) @ jac  # batched BLAS: J_i^T J_i
+    calls = {
+        "dense": lambda: ms_threshold(hessians, BATCH, method="dense"),
+        "eigenbasis": lambda: ms_threshold(hessians, BATCH, method="eigenbasis"),
+        "gram": lambda: ms_threshold_gn(jac, BATCH),
+    }
+    seconds, values = {}, {}
+    for route in routes:
+        repeat = 3 if n * d <= 2000 else 1  # small cases: best of 3 against timer noise
+        seconds[route], values[route] = best_time(calls[route], repeat=repeat)
+    reference = next(iter(values.values()))
+    worst = max(abs(v / reference - 1) for v in values.values())
+    return {
+        "n": n,
+        "K": k,
+        "d": d,
+        "batch_size": BATCH,
+        "seconds": seconds,
+        "eta_star": values,
+        "max_relative_disagreement": worst,
+        "agree": bool(worst <= AGREE),
+    }
+
+
+def fmt(seconds: dict, route: str) -> str:
+    return f"{seconds[route]:9.3f}" if route in seconds else f"{'-':>9}"
+
+
+def ratio(seconds: dict, slow: str, fast: str) -> str:
+    if slow in seconds and fast in seconds:
+        return f"{seconds[slow] / seconds[fast]:9.1f}"
+    return f"{'-':>9}"
+
+
+def main() -> int:
+    rng = np.random.default_rng(0)
+    header = (
+        f"{'n':>5} {'K':>4} {'d':>7} | {'dense s':>9} {'eigen s':>9} {'gram s':>9} | "
+        f"{'dense/eig':>9} {'eig/gram':>9} | {'max rel diff':>12}  target"
+    )
+    print(f"eta* for H_i = J_i^T J_i, random J, B = {BATCH} without replacement")
+    print(header)
+    print("-" * len(header))
+    rows, ok = [], True
+    for n, k, d, routes in CASES:
+        row = run_case(n, k, d, routes, rng)
+        sec = row["seconds"]
+        notes = []
+        for (route, tn, tk, td), limit in TARGETS.items():
+            if (tn, tk, td) == (n, k, d):
+                met = sec[route] <= limit
+                row.setdefault("targets", {})[route] = {"seconds": limit, "met": met}
+                notes.append(f"{route} < {limit:.0f} s: {'met' if met else 'MISSED'}")
+        diff = f"{row['max_relative_disagreement']:12.1e}" if len(routes) > 1 else f"{'-':>12}"
+        print(
+            f"{n:>5} {k:>4} {d:>7} | {fmt(sec, 'dense')} {fmt(sec, 'eigenbasis')} "
+            f"{fmt(sec, 'gram')} | {ratio(sec, 'dense', 'eigenbasis')} "
+            f"{ratio(sec, 'eigenbasis', 'gram')} | {diff}  {'; '.join(notes)}",
+            flush=True,
+        )
+        ok &= row["agree"]
+        rows.append(row)
+    path = write_result(
+        "thresholds",
+        {
+            "batch_size": BATCH,
+            "agreement_tolerance": AGREE,
+            "blas_threads_env": {
+                key: os.environ.get(key) for key in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+            },
+            "cases": rows,
+            "note": "timings on a shared machine vary by up to ~2x between runs",
+        },
+    )
+    print(f"all routes agree to {AGREE:g}: {ok}")
+    print(f"wrote {path}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

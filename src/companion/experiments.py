@@ -1,0 +1,627 @@
+r"""Resumable parameter sweeps, problem sizes, and the measurement of one trained minimum.
+
+The experiments of Part IV train many small networks, one per point of a grid of learning
+rates :math:`\eta`, batch sizes :math:`B` and seeds, and measure the minimum each run
+finds ({cite}`wu2018sgd`, {cite}`ma2021linear`, {cite}`mulayoff2024exact`). Three pieces:
+
+* :func:`sweep` runs a function over a grid on any :class:`concurrent.futures.Executor`
+  and appends each result to a JSON-lines file as soon as it finishes, keyed by its grid
+  point. A sweep that is interrupted (an exception, Ctrl-C, a killed kernel) loses only the
+  points that were running; calling it again skips every point already in the file.
+* :func:`scale` reads ``COMPANION_SCALE`` (``book``, the default, or ``paper``) and returns
+  the problem sizes to use (:class:`Scale`).
+* :func:`train_minimum` trains one network and returns the statistics of the point it
+  reached (:func:`minimum_statistics`): sharpness, non-uniformity, the exact generalized
+  sharpness and :math:`\eta^*(B)`, the bounds of MM Prop. 3, first-layer gradients and the
+  history of :math:`\|W_1\|_2`. It is a plain module-level function of JSON values, so it
+  can be sent to worker processes or to a Dask cluster.
+
+Running on more than one machine
+--------------------------------
+``sweep`` accepts any executor. With the optional ``dask`` extra
+(``pip install "companion[dask]"``)::
+
+    from dask.distributed import Client
+    client = Client("tcp://scheduler:8786")        # or Client() for a local cluster
+    results = sweep(train_minimum, grid, "runs.jsonl", executor=client.get_executor())
+
+Results travel back to the machine that calls ``sweep``, which alone writes the file.
+
+This module does not import torch; :func:`train_minimum` and :func:`minimum_statistics`
+import it when called.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ._validation import check_batch_size, check_lr, check_positive_int
+
+__all__ = [
+    "SCALE_ENV",
+    "Scale",
+    "SerialExecutor",
+    "load_results",
+    "make_grid",
+    "minimum_statistics",
+    "point_key",
+    "scale",
+    "sweep",
+    "train_minimum",
+]
+
+#: Environment variable selecting the problem sizes (``book`` or ``paper``).
+SCALE_ENV = "COMPANION_SCALE"
+#: Environment variable forcing progress bars on ("1") or off ("0"); the same variable
+#: ``companion.training`` reads.
+PROGRESS_ENV = "COMPANION_PROGRESS"
+
+
+# ----------------------------------------------------------------------------------------
+# grids and keys
+# ----------------------------------------------------------------------------------------
+
+
+def _to_json(value):
+    """``json.dumps`` fallback: numpy scalars and arrays become Python numbers and lists."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def point_key(point: Mapping) -> str:
+    """Canonical JSON of a grid point (sorted keys): the key of its line in a sweep file.
+
+    Values must be JSON values (numbers, strings, booleans, None, lists); numpy scalars
+    are converted. ``{"lr": 0.1, "batch_size": 4}`` and ``{"batch_size": 4, "lr": 0.1}``
+    have the same key.
+    """
+    if not isinstance(point, Mapping):
+        raise TypeError(f"a grid point must be a mapping of argument names, got {point!r}")
+    for name in point:
+        if not isinstance(name, str):
+            raise TypeError(f"grid point keys must be argument names (str), got {name!r}")
+    try:
+        return json.dumps(dict(point), sort_keys=True, default=_to_json, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"grid point {point!r} must hold finite JSON values (numbers, strings, lists): {exc}"
+        ) from exc
+
+
+def make_grid(**axes: Iterable) -> list[dict]:
+    """The Cartesian product of named axes, as a list of points (last axis fastest).
+
+    ``make_grid(lr=[0.1, 0.2], seed=[0, 1])`` gives ``[{"lr": 0.1, "seed": 0},
+    {"lr": 0.1, "seed": 1}, {"lr": 0.2, "seed": 0}, {"lr": 0.2, "seed": 1}]``.
+    """
+    names = list(axes)
+    values = []
+    for name in names:
+        axis = axes[name]
+        if isinstance(axis, str | bytes) or not isinstance(axis, Iterable):
+            raise TypeError(f"axis {name!r} must be a sequence of values, got {axis!r}")
+        values.append(list(axis))
+        if not values[-1]:
+            raise ValueError(f"axis {name!r} is empty")
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def _as_points(grid) -> list[dict]:
+    if isinstance(grid, Mapping):
+        return make_grid(**grid)
+    if isinstance(grid, str | bytes) or not isinstance(grid, Iterable):
+        raise TypeError(
+            "grid must be a mapping of axes (name -> values) or a sequence of points "
+            f"(mappings), got {type(grid).__name__}"
+        )
+    points = [dict(p) if isinstance(p, Mapping) else p for p in grid]
+    for p in points:
+        if not isinstance(p, dict):
+            raise TypeError(f"every grid point must be a mapping, got {p!r}")
+    if not points:
+        raise ValueError("grid is empty")
+    return points
+
+
+# ----------------------------------------------------------------------------------------
+# the results file
+# ----------------------------------------------------------------------------------------
+
+
+def load_results(path) -> dict[str, object]:
+    """Results stored in a sweep file, ``{point_key: result}``.
+
+    A missing file gives ``{}``. A last line cut off by an interruption (no newline, not
+    valid JSON) is ignored; a damaged line elsewhere raises ``ValueError`` naming it. If a
+    point appears twice, the later line wins.
+    """
+    path = Path(path)
+    if not path.exists():
+        return {}
+    lines = path.read_text().split("\n")
+    out: dict[str, object] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            key, result = record["key"], record["result"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            if number == len(lines):  # the unfinished last line of an interrupted write
+                continue
+            raise ValueError(f"{path}: line {number} is not a sweep record: {exc}") from exc
+        out[key] = result
+    return out
+
+
+def _append(path: Path, key: str, point: dict, result) -> object:
+    """Append one record, flushed to disk; returns the result as it reads back."""
+    try:
+        line = json.dumps(
+            {"key": key, "point": point, "result": result}, default=_to_json, allow_nan=True
+        )
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"the result for point {key} must be JSON serialisable (numbers, strings, lists, "
+            f"dicts, numpy arrays): {exc}"
+        ) from exc
+    _drop_partial_line(path)
+    with path.open("a") as fh:
+        fh.write(line + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return json.loads(line)["result"]
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Cut off a last line without newline: a record whose writing was interrupted."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return
+    with path.open("r+b") as fh:
+        fh.truncate(data.rfind(b"\n") + 1)
+
+
+# ----------------------------------------------------------------------------------------
+# executors and the sweep
+# ----------------------------------------------------------------------------------------
+
+
+class SerialExecutor(Executor):
+    """An executor that runs each task in the calling process when it is submitted.
+
+    For functions that cannot be sent to worker processes (defined in a notebook), for
+    debugging, and for the built book. Exceptions are stored in the returned future, as a
+    real executor does.
+    """
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+
+def _show_progress(progress) -> bool:
+    if progress is not None:
+        return bool(progress)
+    env = os.environ.get(PROGRESS_ENV)
+    if env in ("0", "1"):
+        return env == "1"
+    return sys.stdout.isatty()
+
+
+def _default_executor(jobs: int, max_workers: int | None) -> Executor:
+    workers = max_workers if max_workers is not None else (os.cpu_count() or 1)
+    # "spawn": worker processes start clean, which torch's thread pools require
+    # (forking a process whose OpenMP pool is running can hang the child).
+    return ProcessPoolExecutor(
+        max_workers=max(1, min(workers, jobs)), mp_context=multiprocessing.get_context("spawn")
+    )
+
+
+def sweep(
+    fn: Callable[..., object],
+    grid,
+    path,
+    executor: Executor | str | None = None,
+    progress: bool | None = None,
+    *,
+    max_workers: int | None = None,
+) -> list:
+    r"""Run ``fn(**point)`` for every grid point, saving each result as it finishes.
+
+    Each finished point is appended to ``path`` (JSON lines ``{"key", "point",
+    "result"}``, flushed and synced) before the next one is awaited, so an interrupted
+    sweep loses only the points that were still running. Points already in the file are
+    not recomputed: rerunning the same call resumes the sweep.
+
+    Parameters
+    ----------
+    fn : callable
+        Called as ``fn(**point)``; returns a JSON-serialisable result (numbers, strings,
+        lists, dicts; numpy scalars and arrays are converted). For worker processes it
+        must be importable (defined in a module, not in a notebook): the default pool
+        starts workers with ``spawn``, so a script that calls ``sweep`` must do so under
+        ``if __name__ == "__main__":``. ``fn`` should seed everything it draws from the
+        point (e.g. a ``seed`` entry), so results do not depend on where it ran.
+    grid : mapping or sequence of mappings
+        Axes ``{name: values}`` (their Cartesian product, see :func:`make_grid`) or an
+        explicit list of points. Point values must be JSON values.
+    path : str or Path
+        The results file (created if missing; its folder must exist).
+    executor : concurrent.futures.Executor, "serial" or None
+        None: a local ``ProcessPoolExecutor`` with ``max_workers`` (default
+        ``os.cpu_count()``) workers, shut down at the end. ``"serial"``: in this process, one
+        point after the other. Any other executor is used as given and left running, e.g.
+        a Dask client's ``client.get_executor()`` to spread a sweep over several machines.
+    progress : bool or None
+        tqdm progress bar over the grid; None: shown when stdout is a terminal (never in
+        the built book), overridable with ``COMPANION_PROGRESS=0/1``.
+    max_workers : int, optional
+        Worker processes of the default pool.
+
+    Returns
+    -------
+    list
+        One result per grid point, in grid order, as read back from the file (so tuples
+        are lists and numpy arrays are lists: a fresh and a resumed sweep return equal
+        objects).
+
+    Raises
+    ------
+    Exception
+        The first exception raised by ``fn``, after every point that did finish has been
+        saved; points not yet started are cancelled.
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    points = _as_points(grid)
+    keys = [point_key(p) for p in points]
+    if len(set(keys)) != len(keys):
+        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        raise ValueError(f"grid repeats points: {repeated}")
+    if max_workers is not None:
+        max_workers = check_positive_int(max_workers, "max_workers")
+    if not (executor is None or executor == "serial" or isinstance(executor, Executor)):
+        raise TypeError(
+            "executor must be None (local processes), 'serial' or a "
+            f"concurrent.futures.Executor, got {executor!r}"
+        )
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ValueError(f"the folder of path {str(path)!r} does not exist")
+    done = load_results(path)
+    todo = [(k, p) for k, p in zip(keys, points, strict=True) if k not in done]
+
+    bar = None
+    if _show_progress(progress):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(points), initial=len(points) - len(todo), desc="sweep")
+    try:
+        if executor == "serial":
+            for key, point in todo:
+                done[key] = _append(path, key, point, fn(**point))
+                if bar is not None:
+                    bar.update(1)
+        elif todo:
+            _run_on_executor(fn, todo, path, done, executor, max_workers, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    return [done[k] for k in keys]
+
+
+def _run_on_executor(fn, todo, path, done, executor, max_workers, bar) -> None:
+    own = executor is None
+    pool = _default_executor(len(todo), max_workers) if own else executor
+    error: BaseException | None = None
+    futures: dict[Future, tuple[str, dict]] = {}
+    try:
+        for key, point in todo:
+            futures[pool.submit(fn, **point)] = (key, point)
+        for future in as_completed(futures):
+            if future.cancelled():
+                continue
+            key, point = futures[future]
+            exc = future.exception()
+            if exc is not None:
+                if error is None:
+                    error = exc
+                    for other in futures:
+                        other.cancel()
+                continue
+            done[key] = _append(path, key, point, future.result())
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if own:
+            pool.shutdown(wait=True, cancel_futures=True)
+        else:
+            for other in futures:
+                other.cancel()
+    if error is not None:
+        raise error
+
+
+# ----------------------------------------------------------------------------------------
+# problem sizes
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scale:
+    r"""Problem sizes for the experiments of Part IV.
+
+    Attributes
+    ----------
+    name : str
+        ``"book"`` or ``"paper"``.
+    dataset : str
+        Name for :func:`companion.data.load`.
+    classes : tuple
+        The two classes (targets :math:`\pm1`, one output).
+    n_per_class : int
+        Training samples per class (:math:`n = 2\times` this).
+    widths : tuple of int
+        Hidden widths of the MLP.
+    steps : int
+        Step budget of one training run.
+    seeds : tuple of int
+        Repetitions (initialisation and batch sampling).
+    """
+
+    name: str
+    dataset: str
+    classes: tuple
+    n_per_class: int
+    widths: tuple[int, ...]
+    steps: int
+    seeds: tuple[int, ...]
+
+    @property
+    def n(self) -> int:
+        """Number of training samples."""
+        return 2 * self.n_per_class
+
+    def as_dict(self) -> dict:
+        """The sizes as keyword arguments of :func:`train_minimum` (JSON values)."""
+        out = asdict(self)
+        del out["name"], out["seeds"]
+        out["classes"] = list(self.classes)
+        out["widths"] = list(self.widths)
+        return out
+
+
+_SCALES = {
+    # digits ships with scikit-learn: every chapter runs offline within its time budget.
+    "book": Scale("book", "digits", (0, 1), 25, (32, 32), 3000, (0, 1)),
+    # the order of the papers' experiments: FashionMNIST, two classes, 1000 samples
+    # ({cite}`wu2018sgd`), wide fully connected nets, 5 repetitions; needs OpenML access.
+    "paper": Scale("paper", "fashion-mnist", (0, 1), 500, (500, 500), 100_000, (0, 1, 2, 3, 4)),
+}
+
+
+def scale(name: str | None = None) -> Scale:
+    """The problem sizes selected by ``name`` or the environment variable ``COMPANION_SCALE``.
+
+    ``"book"`` (default): scikit-learn's digits, offline, sized so that every chapter of
+    Part IV runs in about a minute. ``"paper"``: the order of magnitude of the papers'
+    experiments (MNIST-family data through OpenML; raises
+    ``companion.data.DatasetUnavailableError`` when loaded offline).
+    """
+    if name is None:
+        name = os.environ.get(SCALE_ENV, "book") or "book"
+    if not isinstance(name, str):
+        raise TypeError(f"scale name must be a string, got {type(name).__name__}")
+    key = name.strip().lower()
+    if key not in _SCALES:
+        raise ValueError(f"{SCALE_ENV} / name must be one of {', '.join(_SCALES)}; got {name!r}")
+    return _SCALES[key]
+
+
+# ----------------------------------------------------------------------------------------
+# one trained minimum
+# ----------------------------------------------------------------------------------------
+
+
+def minimum_statistics(
+    model, data, batch_size: int, replacement: bool = False, *, rank_one: bool = False
+) -> dict:
+    r"""Linear-stability statistics of ``model`` at its current parameters on ``data``.
+
+    Everything is computed in the Gram space of the per-sample Jacobians (``nK x nK``,
+    float64), with :math:`H_i = J_i^\top J_i` the Gauss–Newton per-sample Hessians, equal
+    to the loss Hessians at an interpolating minimum:
+
+    * ``sharpness`` :math:`a = \lambda_{\max}(H)`, ``non_uniformity``
+      :math:`s = \sqrt{\lambda_{\max}(\Sigma)}` ({cite}`wu2018sgd`), ``trace``
+      :math:`\mathrm{Tr}\,H`;
+    * ``generalized_sharpness`` :math:`\lambda_{\max}(C^\dagger D)` and ``ms_threshold``
+      :math:`\eta^* = 2/\lambda_{\max}(C^\dagger D)` for ``batch_size``
+      ({cite}`mulayoff2024exact` Thm 3);
+    * ``bound_top_eigenvector`` and ``bound_trace``: the upper bounds (15) and (16) on
+      :math:`\eta^*` (MM Prop. 3), and ``rank_one`` the rank-one lower bound on the
+      generalized sharpness when ``rank_one`` is set;
+    * ``g_W`` and ``g_x`` (:math:`k = 1`, {cite}`ma2021linear` eq. (5)), ``first_layer_norm``
+      :math:`\|W_1\|_2`;
+    * ``loss``, the training loss :math:`\frac1{2n}\sum_i\|f_i-y_i\|^2`, and ``noise_factor``
+      :math:`p`.
+
+    Returns a dict of floats (JSON values).
+    """
+    import torch
+
+    from .data import as_xy
+    from .diagnose import gram_curvature
+    from .jacobians import first_layer_gradients, gram_matrix, parameter_jacobian
+    from .models import as_float64
+    from .sampling import batch_noise_factor
+    from .thresholds import generalized_sharpness_gn, ms_necessary_bounds_gn, rank_one_bound_gn
+    from .training import _first_layer_norm, square_loss
+
+    model = as_float64(model)
+    X, y = as_xy(data, torch.float64)
+    n = int(X.shape[0])
+    batch_size = check_batch_size(batch_size, n, replacement)
+    k = int(y.shape[1])
+    gram = gram_matrix(model, X)
+    curvature = gram_curvature(gram, num_outputs=k)
+    gen = generalized_sharpness_gn(None, batch_size, replacement, gram=gram, num_outputs=k)
+    bounds = ms_necessary_bounds_gn(None, batch_size, replacement, gram=gram, num_outputs=k)
+    grads = first_layer_gradients(model, X, k=1)
+    with torch.no_grad():
+        loss = float(square_loss(model, X, y))
+    out = {
+        "loss": loss,
+        "noise_factor": batch_noise_factor(n, batch_size, replacement),
+        "sharpness": curvature.sharpness,
+        "non_uniformity": curvature.non_uniformity,
+        "trace": curvature.trace,
+        "generalized_sharpness": gen,
+        "ms_threshold": math.inf if gen <= 0 else 2.0 / gen,
+        "bound_top_eigenvector": float(bounds.top_eigenvector),
+        "bound_trace": float(bounds.trace),
+        "g_W": grads.g_W,
+        "g_x": grads.g_x,
+        "first_layer_norm": _first_layer_norm(model),
+    }
+    if rank_one:
+        jac = parameter_jacobian(model, X)
+        out["rank_one"] = float(rank_one_bound_gn(jac, batch_size, replacement)[0])
+    return out
+
+
+def train_minimum(
+    lr: float,
+    batch_size: int,
+    seed: int = 0,
+    *,
+    init_seed: int | None = None,
+    dataset: str = "digits",
+    classes: Sequence = (0, 1),
+    n_per_class: int = 25,
+    data_seed: int = 0,
+    widths: Sequence[int] = (32,),
+    activation: str = "tanh",
+    steps: int = 3000,
+    tol: float = 1e-7,
+    replacement: bool = False,
+    rank_one: bool = False,
+    record_every: int = 10,
+) -> dict:
+    r"""Train a seeded MLP with SGD :math:`(\eta, B)` and measure the minimum it reaches.
+
+    Loads ``dataset`` (two classes, targets :math:`\pm1`, float64), builds
+    ``make_model("mlp", seed=init_seed)`` and runs :func:`companion.training.train`
+    (square loss :math:`\frac1{2n}\sum_i(f_i-y_i)^2`, batches drawn independently at every
+    step, stop once the loss is at most ``tol``). A module-level function of JSON values,
+    for :func:`sweep`.
+
+    Parameters
+    ----------
+    lr, batch_size, seed
+        :math:`\eta`, :math:`B` and the seed of the batch sampling (and of the
+        initialisation unless ``init_seed`` is given). ``batch_size = n`` is GD.
+    init_seed : int, optional
+        Seed of the initialisation (default ``seed``); fix it to start every run from the
+        same point.
+    dataset, classes, n_per_class, data_seed
+        Passed to :func:`companion.data.load`.
+    widths, activation
+        Of the :class:`companion.models.MLP`.
+    steps, tol, replacement, record_every
+        Passed to :func:`companion.training.train`.
+    rank_one : bool
+        Also compute the rank-one lower bound (see :func:`minimum_statistics`).
+
+    Returns
+    -------
+    dict
+        ``lr``, ``batch_size``, ``seed``, ``n``, ``d``, ``interpolated``, ``diverged``,
+        ``steps_taken``, ``final_loss``, ``norm_steps`` and ``norm_history`` (the recorded
+        :math:`\|W_1\|_2`), and, unless the run diverged, every entry of
+        :func:`minimum_statistics` for ``batch_size``.
+    """
+    import torch
+
+    from .data import load
+    from .models import make_model, num_parameters
+    from .training import train
+
+    lr = check_lr(lr)
+    seed = check_positive_int(seed, "seed", minimum=0)
+    init_seed = seed if init_seed is None else check_positive_int(init_seed, "init_seed", 0)
+    data = load(dataset, classes=list(classes), n_per_class=n_per_class, seed=data_seed)
+    model = make_model(
+        "mlp",
+        seed=init_seed,
+        in_dim=data.in_dim,
+        widths=tuple(widths),
+        out_dim=data.out_dim,
+        activation=activation,
+    )
+    try:
+        history = train(
+            model,
+            data,
+            lr=lr,
+            batch_size=batch_size,
+            steps=steps,
+            tol=tol,
+            replacement=replacement,
+            seed=seed,
+            record_every=record_every,
+            progress=False,
+        )
+    except torch.linalg.LinAlgError:
+        # the weights overflowed to inf/NaN between two loss checks and the norm of W1
+        # could not be computed: the run diverged
+        return {
+            "lr": lr,
+            "batch_size": int(batch_size),
+            "seed": seed,
+            "n": data.n,
+            "d": num_parameters(model),
+            "interpolated": False,
+            "diverged": True,
+            "steps_taken": None,
+            "final_loss": math.inf,
+            "norm_steps": [],
+            "norm_history": [],
+        }
+    out = {
+        "lr": lr,
+        "batch_size": int(batch_size),
+        "seed": seed,
+        "n": data.n,
+        "d": num_parameters(model),
+        "interpolated": bool(history.interpolated),
+        "diverged": bool(history.diverged),
+        "steps_taken": int(history.steps_taken),
+        "final_loss": history.final_loss,
+        "norm_steps": history.steps.tolist(),
+        "norm_history": history.first_layer_norm.tolist(),
+    }
+    if not history.diverged:
+        out.update(minimum_statistics(model, data, batch_size, replacement, rank_one=rank_one))
+    return out
