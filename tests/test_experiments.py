@@ -152,12 +152,13 @@ def test_sweep_equals_loop_on_random_grids(tmp_path_factory, xs, seeds):
 # ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("executor", ["serial", SerialExecutor()])
 @pytest.mark.parametrize("k", [1, 4, 10])
-def test_resume_after_interrupt_serial(tmp_path, k):
+def test_resume_after_interrupt_serial(tmp_path, k, executor):
     path = tmp_path / "r.jsonl"
     crashing = CountingFn(fail_at=k)
     with pytest.raises(KeyboardInterrupt):
-        sweep(crashing, GRID, path, executor="serial")
+        sweep(crashing, GRID, path, executor=executor)
     assert len(load_results(path)) == k - 1  # every point before the k-th was saved
 
     again = CountingFn()

@@ -115,3 +115,23 @@ def test_batch_size_above_n_allowed_with_replacement():
 def test_hessian_validation(bad, exc, msg):
     with pytest.raises(exc, match=msg):
         sharpness(bad)
+
+
+def test_lazy_network_names_resolve():
+    code = (
+        "import sys, companion\n"
+        "assert 'torch' not in sys.modules\n"
+        "from companion.diagnosis import diagnose, StabilityReport\n"
+        "assert companion.diagnose is diagnose and companion.StabilityReport is StabilityReport\n"
+        "assert callable(companion.train) and callable(companion.load_data)\n"
+        "assert companion.data.load is companion.load_data\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_unknown_attribute_raises():
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        companion.no_such_thing  # noqa: B018

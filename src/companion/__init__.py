@@ -1,9 +1,10 @@
 """companion: the computational companion to *Linear Stability of SGD*.
 
-The numpy/scipy core (imported here) never imports torch. The network tools
-(``companion.data``, ``companion.models``, ``companion.training``,
-``companion.jacobians``, ``companion.hessian_ops``, ``companion.diagnose``) import
-torch and are loaded on first use.
+The numpy/scipy core imported here never imports torch. The tools for torch models live in
+``companion.data``, ``companion.models``, ``companion.training``, ``companion.jacobians``,
+``companion.hessian_ops`` and ``companion.diagnosis``; they, and the shortcuts
+``companion.diagnose``, ``companion.train``, ``companion.load_data``, ``companion.make_model``,
+are loaded on first use (PEP 562), so ``import companion`` stays light.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ from .plotting import (
     diagram_points,
     place_minima,
     stability_diagram,
+    time_methods,
     wme_boundary,
     wme_region_contains,
 )
@@ -203,6 +205,7 @@ __all__ = [
     "theorem3_bound",  # Part III
     "theorem4_bound",  # Part III
     "theorem5_bound",  # Part III
+    "time_methods",  # plotting
     "train_minimum",  # Part IV
     "train_two_layer",  # Part I
     "two_minima_hessians",  # Part I
@@ -214,3 +217,29 @@ __all__ = [
     "worst_alignment_factor",  # Part II
     "wu_condition",
 ]
+
+
+# --- torch-backed tools, loaded on first use ------------------------------------------
+_LAZY_MODULES = ("data", "models", "training", "jacobians", "hessian_ops", "diagnosis")
+_LAZY_NAMES = {
+    "diagnose": ("diagnosis", "diagnose"),
+    "StabilityReport": ("diagnosis", "StabilityReport"),
+    "train": ("training", "train"),
+    "load_data": ("data", "load"),
+    "make_model": ("models", "make_model"),
+}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _LAZY_NAMES:
+        module, attr = _LAZY_NAMES[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_NAMES) | set(_LAZY_MODULES))

@@ -86,7 +86,7 @@ def gradient_moment_bound(grads, lr: float, batch_size: int, k: int, direction=N
 
     With :math:`a_i = \nabla_W f(x_i, W^*)` (so :math:`H_i = a_i a_i^\top`), k-th order linear
     stability (Definition 5) for SGD with learning rate :math:`\eta` and batch size :math:`B`
-    implies, for every coordinate :math:`j` ({cite}`ma2021linear`, eq. (18)),
+    implies, for every coordinate :math:`j` (:cite:p:`ma2021linear`, eq. (18)),
 
     .. math::
 
@@ -143,7 +143,7 @@ def gradient_norm_bound(grads, lr: float, batch_size: int, k: int) -> Bound:
     Summing Theorem 2 over the :math:`w` parameters gives
     :math:`\frac1n\sum_i \|a_i\|_{2k}^{2k} \le 2w(2B)^{k-1}/\eta^k`, and Hölder's
     (Jensen's) inequality :math:`\frac1n\sum_i\|a_i\|_{2k} \le
-    (\frac1n\sum_i\|a_i\|_{2k}^{2k})^{1/2k}` turns it into ({cite}`ma2021linear`, eq. (19))
+    (\frac1n\sum_i\|a_i\|_{2k}^{2k})^{1/2k}` turns it into (:cite:p:`ma2021linear`, eq. (19))
 
     .. math::
 
@@ -176,7 +176,7 @@ def wme_necessary_conditions(
 
     With :math:`a = \lambda_{\max}(H)`, :math:`s^2 = \lambda_{\max}(\Sigma)`,
     :math:`\Sigma = \frac1n\sum_i H_i^2 - H^2` and the batch-noise factor :math:`p`, the
-    slides ({cite}`wu2020slides`, after {cite}`wu2018sgd`) derive both from the sufficient
+    slides (:cite:p:`wu2020slides`, after :cite:p:`wu2018sgd`) derive both from the sufficient
     condition :math:`\lambda_{\max}\{(I-\eta H)^2 + \eta^2 p\Sigma\} \le 1`: each is
     necessary for *that condition*. :math:`a \le 2/\eta` is also necessary for exact
     mean-square stability (it is mean stability). :math:`s \le 1/(\eta\sqrt p)` is not:
@@ -227,7 +227,7 @@ def alignment_factor(jacobians, residuals) -> float:
         \mu(\theta) = \frac{\operatorname{Tr}(\Sigma(\theta)\,G(\theta))}
                            {2L(\theta)\,\|G(\theta)\|_F^2}
 
-    ({cite}`wu2022alignment`; the formula is a reconstruction, see ``FORMULAS.md``).
+    (:cite:p:`wu2022alignment`; the formula is a reconstruction, see ``FORMULAS.md``).
     Large :math:`\mu` means the noise concentrates in the sharp directions of :math:`G`.
 
     Parameters
@@ -269,7 +269,7 @@ def worst_alignment_factor(jacobians) -> float:
         \mu_0 = \inf_{Gx \ne 0}\mu = \frac{\lambda_{\min}(M, G)}{\|G\|_F^2},
 
     the smallest generalised eigenvalue on the range of :math:`G` (this is the constant the
-    Wu--Wang--Su bound needs on a neighbourhood of :math:`\theta^*`, {cite}`wu2022alignment`).
+    Wu--Wang--Su bound needs on a neighbourhood of :math:`\theta^*`, :cite:p:`wu2022alignment`).
 
     Parameters
     ----------
@@ -301,7 +301,7 @@ def frobenius_bound(
     r"""Wu--Wang--Su bound :math:`\|H(\theta^*)\|_F \le \sqrt{B/\mu}/\eta` (constant reconstructed).
 
     If the alignment factor is at least :math:`\mu` near a linearly stable minimum,
-    then ({cite}`wu2022alignment`; the summary states :math:`O(\sqrt B/\eta)`, the constant
+    then (:cite:p:`wu2022alignment`; the summary states :math:`O(\sqrt B/\eta)`, the constant
     is reconstructed)
 
     .. math::
@@ -387,7 +387,7 @@ def moment_tensor_norms(samples, k: int = 2, weights=None) -> MomentTensorNorms:
     (:math:`\langle x^{\otimes k}, I^{\otimes k/2}\rangle = \|x\|^k`,
     :math:`\|I^{\otimes k/2}\|_F = w^{k/4}`). For :math:`k = 2` this is
     :math:`\mathbb E\|x\|^2/\sqrt w \le \|\mathbb E xx^\top\|_F \le \mathbb E\|x\|^2`
-    ({cite}`ma2021linear`, Remark 3), which makes Definition 5 with :math:`k = 2` equivalent
+    (:cite:p:`ma2021linear`, Remark 3), which makes Definition 5 with :math:`k = 2` equivalent
     to mean-square stability.
 
     The tensor is never formed: :math:`\|\mathbb E x^{\otimes k}\|_F^2 =

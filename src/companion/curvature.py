@@ -17,7 +17,7 @@ def mean_hessian(hessians) -> np.ndarray:
 
 
 def noise_covariance(hessians) -> np.ndarray:
-    r"""Hessian-noise matrix :math:`\Sigma = \frac1n\sum_i H_i^2 - H^2` ({cite}`wu2018sgd`).
+    r"""Hessian-noise matrix :math:`\Sigma = \frac1n\sum_i H_i^2 - H^2` (:cite:p:`wu2018sgd`).
 
     :math:`\Sigma` is PSD (it is the covariance of the random matrix :math:`H_\xi`
     acting on vectors: :math:`v^\top\Sigma v = \frac1n\sum_i\|(H_i - H)v\|^2`).
@@ -30,12 +30,12 @@ def noise_covariance(hessians) -> np.ndarray:
 
 
 def sharpness(hessians) -> float:
-    r"""Sharpness :math:`a = \lambda_{\max}(H)` ({cite}`wu2018sgd`)."""
+    r"""Sharpness :math:`a = \lambda_{\max}(H)` (:cite:p:`wu2018sgd`)."""
     return float(np.linalg.eigvalsh(mean_hessian(hessians))[-1])
 
 
 def non_uniformity(hessians) -> float:
-    r"""Non-uniformity :math:`s = \sqrt{\lambda_{\max}(\Sigma)}` ({cite}`wu2018sgd`).
+    r"""Non-uniformity :math:`s = \sqrt{\lambda_{\max}(\Sigma)}` (:cite:p:`wu2018sgd`).
 
     :math:`\Sigma = \frac1n\sum_i H_i^2 - H^2`; in one dimension :math:`s` is the standard
     deviation of the per-sample curvatures.
@@ -49,7 +49,7 @@ def gd_threshold(hessians) -> float:
 
     Full-batch GD linearised at a minimum is :math:`x_{t+1} = (I - \eta H)x_t`, stable iff
     every eigenvalue of :math:`I - \eta H` lies in :math:`[-1, 1]`, i.e.
-    :math:`\eta \le 2/\lambda_{\max}(H)` ({cite}`wu2018sgd`, {cite}`mulayoff2024exact`
+    :math:`\eta \le 2/\lambda_{\max}(H)` (:cite:p:`wu2018sgd`, :cite:p:`mulayoff2024exact`
     Thm 1). Returns ``inf`` when ``H = 0``.
     """
     a = sharpness(hessians)

@@ -2,7 +2,7 @@ r"""Data sets for the network chapters: real images (offline digits) and synthet
 
 Every loader returns a :class:`Dataset` of standardised tensors set up for regression
 with the square loss :math:`L = \frac{1}{2n}\sum_i \|f(x_i) - y_i\|^2`
-({cite}`ma2021linear`): targets are always two-dimensional, shape ``(n, K)``.
+(:cite:p:`ma2021linear`): targets are always two-dimensional, shape ``(n, K)``.
 
 * Classification data become regression targets. With ``classes=None`` (or a list of
   three or more classes) the target is the one-hot vector of the class, ``K`` outputs.
@@ -14,7 +14,7 @@ with the square loss :math:`L = \frac{1}{2n}\sum_i \|f(x_i) - y_i\|^2`
   ``"fashion-mnist"`` and ``"cifar10"`` are fetched from OpenML through scikit-learn's
   cache and fail with :class:`DatasetUnavailableError` when they are neither cached nor
   reachable.
-* :func:`synthetic` draws the synthetic targets of {cite}`wu2020slides`: a single
+* :func:`synthetic` draws the synthetic targets of :cite:p:`wu2020slides`: a single
   neuron, the circle neuron, a two-layer teacher, a linear target and 1-D functions.
 
 This module imports torch; ``import companion`` does not load it.
@@ -417,7 +417,7 @@ def synthetic(
     teacher_width: int = 40,
     dtype: torch.dtype = torch.float64,
 ) -> Dataset:
-    r"""Synthetic regression data with a known target :math:`f^*` ({cite}`wu2020slides`).
+    r"""Synthetic regression data with a known target :math:`f^*` (:cite:p:`wu2020slides`).
 
     Inputs are uniform on the unit sphere :math:`\mathbb S^{d-1}` (uniform on
     :math:`[-1, 1]` for the 1-D targets), :math:`\sigma` is the ReLU.

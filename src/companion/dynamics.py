@@ -11,8 +11,8 @@ minimum), SGD with learning rate :math:`\eta` and batch size :math:`B` is, for
     \hat H_t = \frac1B\sum_{j\in\mathcal B_t} H_j,\quad
     \hat g_t = \frac1B\sum_{j\in\mathcal B_t} g_j,
 
-with a fresh batch :math:`\mathcal B_t` every step ({cite}`ma2021linear` eq. (12),
-{cite}`mulayoff2024exact` §3.2). This module simulates it (vectorised over trajectories),
+with a fresh batch :math:`\mathcal B_t` every step (:cite:p:`ma2021linear` eq. (12),
+:cite:p:`mulayoff2024exact` §3.2). This module simulates it (vectorised over trajectories),
 propagates its exact first and second moments, and evaluates the limits of Mulayoff and
 Michaeli's Theorems 4--5 and Corollary 1.
 
@@ -216,8 +216,8 @@ def simulate_linearized_sgd(
 
     Every trajectory draws its own independent batch each step (``sampling.sample_batches``,
     all trajectories at once). With ``gradients=None`` this is the interpolating case
-    ({cite}`ma2021linear` eq. (12)); with per-sample gradients :math:`g_i` summing to zero it
-    is the regular-minimum dynamics of {cite}`mulayoff2024exact` §3.2.
+    (:cite:p:`ma2021linear` eq. (12)); with per-sample gradients :math:`g_i` summing to zero it
+    is the regular-minimum dynamics of :cite:p:`mulayoff2024exact` §3.2.
 
     Monte Carlo caveat: the average of :math:`\|x_t\|^2` over trajectories estimates
     :math:`\mathbb E\|x_t\|^2` well only well below the mean-square threshold; near it the
@@ -353,9 +353,9 @@ def second_moment_recursion(
         S_{t+1} &= (I-\eta H)S_t(I-\eta H) + \eta^2p\Big[\frac1n\sum_i H_iS_tH_i - HS_tH\Big]
         + \eta^2p\Big[\frac1n\sum_i\big(H_im_tg_i^\top + g_im_t^\top H_i\big) + \Sigma_g\Big].
 
-    The first bracket is ``operators.second_moment_map`` ({cite}`ma2021linear` Cor. 3,
-    {cite}`mulayoff2024exact`); the second is the gradient noise of a regular minimum
-    ({cite}`mulayoff2024exact` §3.2, derived here). The cross term vanishes when
+    The first bracket is ``operators.second_moment_map`` (:cite:p:`ma2021linear` Cor. 3,
+    :cite:p:`mulayoff2024exact`); the second is the gradient noise of a regular minimum
+    (:cite:p:`mulayoff2024exact` §3.2, derived here). The cross term vanishes when
     :math:`m_t = 0`, e.g. when the start is centred.
 
     Parameters
@@ -423,7 +423,7 @@ def mixture_process_operator(
     The mixture process takes, each step, a gradient step on one uniformly drawn sample
     with probability :math:`p` and a full-batch step with probability :math:`1 - p`, where
     :math:`p` is the batch-noise factor of SGD with batch size :math:`B`
-    ({cite}`mulayoff2024exact` Prop. 2). Averaging over both branches,
+    (:cite:p:`mulayoff2024exact` Prop. 2). Averaging over both branches,
 
     .. math::
 
@@ -490,12 +490,12 @@ def covariance_limit(
 
     Because :math:`H_i \succeq 0`, :math:`\operatorname{null}(H) \subseteq
     \operatorname{null}(H_i)`, so :math:`\hat H x_\perp = 0` and the dynamics split
-    ({cite}`mulayoff2024exact` Thm 4):
+    (:cite:p:`mulayoff2024exact` Thm 4):
     :math:`x_{\perp,t+1} = x_{\perp,t} - \eta P_\perp\hat g_t` is a random walk without drift,
     whose second moment grows by exactly :math:`\eta^2p\,P_\perp\Sigma_gP_\perp` per step,
     while on :math:`\operatorname{range}(H)` the recursion of
     :func:`second_moment_recursion` has, for :math:`0 < \eta < \eta^*`, the fixed point
-    ({cite}`mulayoff2024exact` Thm 5)
+    (:cite:p:`mulayoff2024exact` Thm 5)
 
     .. math::
 
@@ -595,7 +595,7 @@ def stationary_statistics(
 
     :math:`\tilde L(\theta^* + x) = L(\theta^*) + \frac12x^\top Hx` is the quadratic model
     (its linear term vanishes at a minimum), so with :math:`S_\infty` from
-    :func:`covariance_limit` ({cite}`mulayoff2024exact` Cor. 1):
+    :func:`covariance_limit` (:cite:p:`mulayoff2024exact` Cor. 1):
 
     .. math::
 
@@ -660,7 +660,7 @@ def lyapunov_exponent(
 ) -> LyapunovEstimate:
     r"""Typical growth rate of linearised SGD versus its mean-square growth rate.
 
-    The mean-square threshold :math:`\eta^*` ({cite}`mulayoff2024exact`) concerns
+    The mean-square threshold :math:`\eta^*` (:cite:p:`mulayoff2024exact`) concerns
     :math:`\mathbb E\|x_t\|^2 \sim \rho(Q)^t`. A single trajectory grows like
     :math:`e^{\gamma t}` with the top Lyapunov exponent
     :math:`\gamma = \lim_t \frac1t\log\|x_t\|` of the random matrix product, and

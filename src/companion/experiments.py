@@ -2,7 +2,7 @@ r"""Resumable parameter sweeps, problem sizes, and the measurement of one traine
 
 The experiments of Part IV train many small networks, one per point of a grid of learning
 rates :math:`\eta`, batch sizes :math:`B` and seeds, and measure the minimum each run
-finds ({cite}`wu2018sgd`, {cite}`ma2021linear`, {cite}`mulayoff2024exact`). Three pieces:
+finds (:cite:p:`wu2018sgd`, :cite:p:`ma2021linear`, :cite:p:`mulayoff2024exact`). Three pieces:
 
 * :func:`sweep` runs a function over a grid on any :class:`concurrent.futures.Executor`
   and appends each result to a JSON-lines file as soon as it finishes, keyed by its grid
@@ -212,6 +212,7 @@ class SerialExecutor(Executor):
     """
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
+        """Call ``fn(*args, **kwargs)`` now; return a finished future with its result or error."""
         future: Future = Future()
         try:
             future.set_result(fn(*args, **kwargs))
@@ -270,8 +271,9 @@ def sweep(
         The results file (created if missing; its folder must exist).
     executor : concurrent.futures.Executor, "serial" or None
         None: a local ``ProcessPoolExecutor`` with ``max_workers`` (default
-        ``os.cpu_count()``) workers, shut down at the end. ``"serial"``: in this process, one
-        point after the other. Any other executor is used as given and left running, e.g.
+        ``os.cpu_count()``) workers, shut down at the end. ``"serial"`` (or a
+        :class:`SerialExecutor`): in this process, one point after the other, each saved
+        before the next starts. Any other executor is used as given and left running, e.g.
         a Dask client's ``client.get_executor()`` to spread a sweep over several machines.
     progress : bool or None
         tqdm progress bar over the grid; None: shown when stdout is a terminal (never in
@@ -318,7 +320,7 @@ def sweep(
 
         bar = tqdm(total=len(points), initial=len(points) - len(todo), desc="sweep")
     try:
-        if executor == "serial":
+        if executor == "serial" or isinstance(executor, SerialExecutor):
             for key, point in todo:
                 done[key] = _append(path, key, point, fn(**point))
                 if bar is not None:
@@ -454,15 +456,15 @@ def minimum_statistics(
     to the loss Hessians at an interpolating minimum:
 
     * ``sharpness`` :math:`a = \lambda_{\max}(H)`, ``non_uniformity``
-      :math:`s = \sqrt{\lambda_{\max}(\Sigma)}` ({cite}`wu2018sgd`), ``trace``
+      :math:`s = \sqrt{\lambda_{\max}(\Sigma)}` (:cite:p:`wu2018sgd`), ``trace``
       :math:`\mathrm{Tr}\,H`;
     * ``generalized_sharpness`` :math:`\lambda_{\max}(C^\dagger D)` and ``ms_threshold``
       :math:`\eta^* = 2/\lambda_{\max}(C^\dagger D)` for ``batch_size``
-      ({cite}`mulayoff2024exact` Thm 3);
+      (:cite:p:`mulayoff2024exact` Thm 3);
     * ``bound_top_eigenvector`` and ``bound_trace``: the upper bounds (15) and (16) on
       :math:`\eta^*` (MM Prop. 3), and ``rank_one`` the rank-one lower bound on the
       generalized sharpness when ``rank_one`` is set;
-    * ``g_W`` and ``g_x`` (:math:`k = 1`, {cite}`ma2021linear` eq. (5)), ``first_layer_norm``
+    * ``g_W`` and ``g_x`` (:math:`k = 1`, :cite:p:`ma2021linear` eq. (5)), ``first_layer_norm``
       :math:`\|W_1\|_2`;
     * ``loss``, the training loss :math:`\frac1{2n}\sum_i\|f_i-y_i\|^2`, and ``noise_factor``
       :math:`p`.
@@ -472,7 +474,7 @@ def minimum_statistics(
     import torch
 
     from .data import as_xy
-    from .diagnose import gram_curvature
+    from .diagnosis import gram_curvature
     from .jacobians import first_layer_gradients, gram_matrix, parameter_jacobian
     from .models import as_float64
     from .sampling import batch_noise_factor

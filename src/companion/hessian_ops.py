@@ -1,7 +1,7 @@
 r"""Matrix-free curvature of a network's training loss, through curvlinops.
 
 The loss is :math:`L(\theta) = \frac{1}{2n}\sum_{i=1}^n \|f(x_i;\theta) - y_i\|^2`
-(the normalisation of {cite}`ma2021linear` and {cite}`mulayoff2024exact`, for which
+(the normalisation of :cite:p:`ma2021linear` and :cite:p:`mulayoff2024exact`, for which
 gradient descent is stable iff :math:`\eta \le 2/\lambda_{\max}(\nabla^2 L)`).
 curvlinops' operators with ``nn.MSELoss(reduction="sum")`` represent the curvature of
 :math:`\sum_i \|f_i - y_i\|^2`, so they are scaled by :math:`1/(2n)` here. (``nn.MSELoss()``
@@ -221,7 +221,7 @@ def top_eigenvalues(
     scipy's ``eigsh`` (implicitly restarted Lanczos, ARPACK) with ``which="LA"`` and a
     seeded start vector; ``tol`` is ARPACK's relative accuracy of the Ritz values. For
     the Hessian, the largest is the sharpness :math:`\lambda_{\max}(\nabla^2 L)`
-    ({cite}`wu2018sgd`). Operators too small for ARPACK (``k >= d - 1``) are solved densely.
+    (:cite:p:`wu2018sgd`). Operators too small for ARPACK (``k >= d - 1``) are solved densely.
 
     Returns
     -------

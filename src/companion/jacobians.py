@@ -5,7 +5,7 @@ float64 (a float32 model is copied to float64 first) and returned as NumPy float
 
 * :func:`parameter_jacobian`: :math:`J_i = \partial f(x_i)/\partial\theta`, shape
   ``(n, K, d)``. At an interpolating minimum the per-sample Hessians are
-  :math:`H_i = J_i^\top J_i` ({cite}`ma2021linear`, {cite}`mulayoff2024exact`).
+  :math:`H_i = J_i^\top J_i` (:cite:p:`ma2021linear`, :cite:p:`mulayoff2024exact`).
 * :func:`gram_matrix`: :math:`JJ^\top` (``nK x nK``, rows sample-major: row
   ``i*K + k``), accumulated over groups of parameter tensors (and sample chunks) so the
   full ``nK x d`` Jacobian is never held when it would exceed ``max_memory``.
@@ -168,7 +168,7 @@ def gram_matrix(
     for that is handled by pairs of sample chunks (recomputing Jacobian chunks), so the
     full ``(n, K, d)`` Jacobian is never materialised when it would not fit. The result
     is exactly symmetrised. With :math:`H = \frac1n J^\top J`, the nonzero eigenvalues of
-    :math:`H` are those of :math:`JJ^\top/n` ({cite}`mulayoff2024exact`).
+    :math:`H` are those of :math:`JJ^\top/n` (:cite:p:`mulayoff2024exact`).
 
     Parameters
     ----------
@@ -282,7 +282,7 @@ def preactivation_gradients(model: torch.nn.Module, X, chunk_size: int = 1024) -
     ``m`` is the size of the first layer's output; the derivative is taken with respect
     to that output (adding the bias does not change it). Ma & Ying's eq. (1):
     :math:`\nabla_{W_1} f = u x^\top` (``nn.Linear``) and :math:`\nabla_x f = W_1^\top u`
-    ({cite}`ma2021linear`).
+    (:cite:p:`ma2021linear`).
     """
     fn = _Functional(model, X)
     layer, _, out_shape = _first_layer_io(fn)
@@ -431,7 +431,7 @@ def first_layer_gradients(
     :math:`\|\nabla_{W_1} f(x_i)\|_{2k}`, :math:`\|\nabla_x f(x_i)\|_{2k}` and
     :math:`\|x_i\|_{2k}`, plus bounds on :math:`\|W_1^\top\|_{2k}` (see
     :func:`operator_norm_bounds`; :math:`W_1` from :func:`first_layer_matrix`). Works in
-    sample chunks, so the full Jacobian is never stored ({cite}`ma2021linear`).
+    sample chunks, so the full Jacobian is never stored (:cite:p:`ma2021linear`).
     Raises ``TypeError`` for a model without a linear/conv first layer.
     """
     k = check_positive_int(k, "k")

@@ -19,12 +19,12 @@ In the SVD :math:`X = \sum_j \sigma_j u_j v_j^\top` every coordinate
 
 while the component of :math:`\beta` orthogonal to the row space of :math:`X` never moves.
 From :math:`\beta_0 = 0` the limit is the minimum-norm interpolant :math:`X^{+}y`
-({cite}`wu2020slides`). The continuous-time flow of the slides is the limit
+(:cite:p:`wu2020slides`). The continuous-time flow of the slides is the limit
 :math:`\eta\to0` with :math:`t = \eta k`, where :math:`r_j^k \to e^{-\sigma_j^2 t/n}`.
 
 The logistic part serves the norm bound for convex risks: for a convex, :math:`L`-smooth
 risk and :math:`\eta \le 2/L`, GD never moves away from any minimiser :math:`\bar\theta`, so
-:math:`\|\theta_k\| \le \|\theta_0\| + 2\|\bar\theta\|` ({cite}`wu2020slides`).
+:math:`\|\theta_k\| \le \|\theta_0\| + 2\|\bar\theta\|` (:cite:p:`wu2020slides`).
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def min_norm_solution(features, targets) -> np.ndarray:
     r"""The minimum-norm least-squares solution :math:`X^{+}y`.
 
     When :math:`X` has full row rank (over-parameterised, :math:`d\ge n`) this is the
-    interpolant :math:`X\beta = y` of smallest Euclidean norm ({cite}`wu2020slides`).
+    interpolant :math:`X\beta = y` of smallest Euclidean norm (:cite:p:`wu2020slides`).
     """
     x, y = _features_and_targets(features, targets)
     return np.linalg.lstsq(x, y, rcond=None)[0]
@@ -183,7 +183,7 @@ def gd_least_squares_closed_form(features, targets, lr: float, steps, init=None)
 
     :math:`\beta_k = P_\perp\beta_0 + \sum_j v_j\big(a_j(0) r_j^k
     + \tfrac{u_j^\top y}{\sigma_j}(1 - r_j^k)\big)`, :math:`r_j = 1 - \eta\sigma_j^2/n`,
-    :math:`P_\perp` the projector on the null space of :math:`X` ({cite}`wu2020slides`).
+    :math:`P_\perp` the projector on the null space of :math:`X` (:cite:p:`wu2020slides`).
 
     Parameters
     ----------
@@ -228,7 +228,7 @@ def expected_gd_error(
         + \sum_j \frac{\varepsilon^2}{\sigma_j^2}(1 - r_j^k)^2 .
 
     The first sum is learning the signal, the second fitting the noise
-    ({cite}`wu2020slides`). No Gaussianity is needed: the cross terms vanish because
+    (:cite:p:`wu2020slides`). No Gaussianity is needed: the cross terms vanish because
     :math:`\mathbb E\xi = 0`.
 
     Returns
@@ -258,7 +258,7 @@ def slow_deterioration_bound(time, top_singular_value: float, noise_std: float, 
 
     For :math:`\beta^* = v_1` (a unit vector along the top right singular vector),
     :math:`\beta_0 = 0` and gradient flow,
-    :math:`\mathbb E\,e(t) \le e^{-2\sigma_1^2 t/n} + \varepsilon^2 t` ({cite}`wu2020slides`).
+    :math:`\mathbb E\,e(t) \le e^{-2\sigma_1^2 t/n} + \varepsilon^2 t` (:cite:p:`wu2020slides`).
     The same holds for GD with :math:`t = \eta k` when :math:`\eta\sigma_1^2/n \le 1`, since
     then :math:`0 \le r_j \le e^{-\eta\sigma_j^2/n}` and
     :math:`1 - r_j^k \le \min(1, k\eta\sigma_j^2/n)`.
@@ -280,7 +280,7 @@ def early_stopping_time(top_singular_value: float, noise_std: float, n: int) -> 
     :math:`T_0 = \frac{n}{2\sigma_1^2}\log\frac{2\sigma_1^2}{n\varepsilon^2}`.
 
     Setting the derivative of :math:`e^{-2\sigma_1^2t/n} + \varepsilon^2 t` to zero gives
-    :math:`T_0` ({cite}`wu2020slides`); the value of the bound there is
+    :math:`T_0` (:cite:p:`wu2020slides`); the value of the bound there is
     :math:`\frac{n\varepsilon^2}{2\sigma_1^2}\big(1 + \log\frac{2\sigma_1^2}{n\varepsilon^2}\big)`.
     Returns 0 when :math:`2\sigma_1^2 \le n\varepsilon^2` (the bound then increases from
     the start).
@@ -422,7 +422,7 @@ def convex_norm_bound(init, reference) -> float:
     r"""The bound :math:`\|\theta_0\| + 2\|\bar\theta\|` on every GD iterate's norm.
 
     From :math:`\|\theta_k - \bar\theta\| \le \|\theta_0 - \bar\theta\|` and the triangle
-    inequality twice ({cite}`wu2020slides`).
+    inequality twice (:cite:p:`wu2020slides`).
     """
     theta0 = as_float_array(init, "init", ndim=1)
     ref = _params(reference, theta0.shape[0], "reference")

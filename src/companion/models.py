@@ -1,7 +1,7 @@
 r"""Small networks whose first layer is explicit, and helpers shared by the torch modules.
 
 Ma & Ying write a network as :math:`f(x, W) = \tilde f(W_1 x, W_2)`: the input meets
-the parameters first through one linear map :math:`W_1` ({cite}`ma2021linear`, eq. (6)).
+the parameters first through one linear map :math:`W_1` (:cite:p:`ma2021linear`, eq. (6)).
 The models here keep that layer as the attribute ``first_layer`` (an ``nn.Linear`` for
 :class:`MLP`, an ``nn.Conv2d`` for :class:`SmallCNN`), so :math:`W_1` can be split off.
 Its bias, added after the product, belongs to :math:`W_2`.
@@ -72,7 +72,7 @@ class MLP(nn.Module):
         Whether the layers have biases.
     output_scale : float
         Factor multiplying the output (``1/m`` gives the mean-field scaling of a
-        two-layer net of width ``m``, {cite}`wu2020slides`).
+        two-layer net of width ``m``, :cite:p:`wu2020slides`).
     """
 
     def __init__(

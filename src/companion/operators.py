@@ -8,8 +8,8 @@ Its :math:`k`-th moment tensor :math:`\mathbb E[x_t^{\otimes k}]` evolves by the
 
     T_k = \mathbb E\big[(I - \eta\hat H)^{\otimes k}\big]
 
-({cite}`ma2021linear` §3). For :math:`k = 2` it acts on the second-moment matrix
-:math:`S = \mathbb E[xx^\top]` as :math:`Q = I - 2\eta C + \eta^2 D` ({cite}`mulayoff2024exact`).
+(:cite:p:`ma2021linear` §3). For :math:`k = 2` it acts on the second-moment matrix
+:math:`S = \mathbb E[xx^\top]` as :math:`Q = I - 2\eta C + \eta^2 D` (:cite:p:`mulayoff2024exact`).
 
 Vectorisation convention (used by every function here): **row-major**. A matrix
 :math:`S\in\mathbb R^{d\times d}` is ``vec(S) = S.reshape(-1)``, so entry :math:`(a, b)` sits at
@@ -71,7 +71,7 @@ def second_moment_map(hessians, lr: float, batch_size: int, S, replacement: bool
 
     with :math:`p` the batch-noise factor (``sampling.batch_noise_factor``). Applied to
     :math:`S_t = \mathbb E[x_tx_t^\top]` it gives :math:`S_{t+1}` exactly
-    ({cite}`ma2021linear` Cor. 3, {cite}`mulayoff2024exact`). Never forms a
+    (:cite:p:`ma2021linear` Cor. 3, :cite:p:`mulayoff2024exact`). Never forms a
     :math:`d^2\times d^2` matrix: :math:`O(nd^3)` per matrix.
 
     Parameters
@@ -116,7 +116,7 @@ def kron_operators(hessians, batch_size: int, replacement: bool = False):
         C = \tfrac12(H\otimes I + I\otimes H), \qquad
         D = (1 - p)\,H\otimes H + p\,\frac1n\sum_i H_i\otimes H_i,
 
-    so that :math:`Q = I - 2\eta C + \eta^2 D` ({cite}`mulayoff2024exact`). Row-major
+    so that :math:`Q = I - 2\eta C + \eta^2 D` (:cite:p:`mulayoff2024exact`). Row-major
     vectorisation (module docstring): :math:`C\,\mathrm{vec}(S) = \mathrm{vec}((HS + SH)/2)`.
 
     Returns
@@ -151,7 +151,7 @@ def second_moment_operator(hessians, lr: float, batch_size: int, replacement: bo
     r"""Dense second-moment operator :math:`Q = I - 2\eta C + \eta^2 D` (:math:`d^2\times d^2`).
 
     :math:`Q\,\mathrm{vec}(S) = \mathrm{vec}(\text{second\_moment\_map}(S))` in the row-major
-    convention; :math:`Q = T_2` ({cite}`ma2021linear` Cor. 3, {cite}`mulayoff2024exact`).
+    convention; :math:`Q = T_2` (:cite:p:`ma2021linear` Cor. 3, :cite:p:`mulayoff2024exact`).
     Mean-square stability holds iff :math:`\rho(Q) \le 1` on :math:`\mathrm{range}(H)`.
     """
     lr = check_lr(lr)
@@ -398,7 +398,7 @@ def moment_operator(
     r"""The :math:`k`-th moment operator :math:`T_k = \mathbb E[(I - \eta\hat H)^{\otimes k}]`.
 
     :math:`\mathbb E[x_{t+1}^{\otimes k}] = T_k\,\mathbb E[x_t^{\otimes k}]` for linearised SGD
-    ({cite}`ma2021linear` §3, Def. 5 and Thm 1). Expanding the tensor power,
+    (:cite:p:`ma2021linear` §3, Def. 5 and Thm 1). Expanding the tensor power,
 
     .. math::
 

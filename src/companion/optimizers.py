@@ -1,6 +1,6 @@
 """Linear stability of a general stochastic optimizer and of preconditioned gradient descent.
 
-Wu, Ma and E ({cite}`wu2018sgd`, presented in {cite}`wu2020slides`) linearise any iteration
+Wu, Ma and E (:cite:p:`wu2018sgd`, presented in :cite:p:`wu2020slides`) linearise any iteration
 :math:`x_{t+1} = x_t - \\eta\\, G(x_t; \\xi_t)` with :math:`\\xi_t` independent of :math:`x_t`
 at a fixed point :math:`x^*` that every realisation shares (:math:`G(x^*; \\xi) = 0`, the
 over-parameterised case). With :math:`A_\\xi = \\nabla_x G(x^*; \\xi)` and
@@ -72,8 +72,8 @@ def general_optimizer_stability(
     r"""Linear stability of :math:`x \leftarrow x - \eta\,G(x;\xi)` at a shared fixed point.
 
     The random matrix :math:`A_\xi = \nabla_x G(x^*;\xi)` takes the value ``jacobian_samples[k]``
-    with probability ``probs[k]``. Wu, Ma and E ({cite}`wu2018sgd`; theorem in
-    {cite}`wu2020slides`) call :math:`x^*` linearly stable when
+    with probability ``probs[k]``. Wu, Ma and E (:cite:p:`wu2018sgd`; theorem in
+    :cite:p:`wu2020slides`) call :math:`x^*` linearly stable when
 
     .. math::
 
@@ -134,8 +134,8 @@ def preconditioned_threshold(hessian, preconditioner) -> float:
     :math:`x_{t+1} = (I - \eta D^{-1}H)x_t`. For symmetric positive definite :math:`D`,
     :math:`D^{-1}H` is similar to :math:`D^{-1/2}HD^{-1/2}` (real spectrum, non-negative
     for PSD :math:`H`), so the iteration is stable iff
-    :math:`\eta \le 2/\lambda_{\max}(D^{-1}H)` ({cite}`wu2020slides`, quasi-Newton
-    extension of {cite}`wu2018sgd`). For :math:`D \approx H` every minimum is stable up to
+    :math:`\eta \le 2/\lambda_{\max}(D^{-1}H)` (:cite:p:`wu2020slides`, quasi-Newton
+    extension of :cite:p:`wu2018sgd`). For :math:`D \approx H` every minimum is stable up to
     :math:`\eta \approx 2`.
 
     Parameters

@@ -5,7 +5,7 @@ figures, picks a backend or imports ``matplotlib.pyplot``, so importing this mod
 and safe headless. The geometry (``wme_boundary``, ``wme_region_contains``,
 ``diagram_points``) is plain numpy and is what the tests check.
 
-The sharpness/non-uniformity diagram ({cite}`wu2018sgd`, {cite}`wu2020slides`)
+The sharpness/non-uniformity diagram (:cite:p:`wu2018sgd`, :cite:p:`wu2020slides`)
 ----------------------------------------------------------------------------------
 A minimum is summarised by its sharpness :math:`a = \lambda_{\max}(H)` and its
 non-uniformity :math:`s = \sqrt{\lambda_{\max}(\Sigma)}`,
@@ -24,7 +24,7 @@ factor (``sampling.batch_noise_factor``). Its bounding box gives the necessary c
 the region is the strip :math:`0 \le a \le 2/\eta`.
 
 In more than one dimension the pair :math:`(a, s)` no longer decides stability. The exact
-mean-square threshold :math:`\eta^*` ({cite}`mulayoff2024exact`) scales as
+mean-square threshold :math:`\eta^*` (:cite:p:`mulayoff2024exact`) scales as
 :math:`\eta^*(cH_\bullet) = \eta^*(H_\bullet)/c`, while :math:`(a, s)` scale by :math:`c`, so
 a minimum scaled by :math:`c = \eta^*/\eta` sits exactly at the edge of stability for the
 learning rate :math:`\eta`: its *edge point* :math:`(a, s)\,\eta^*/\eta` is where the exact
@@ -71,7 +71,7 @@ def wme_boundary(
     Parametrised by the angle :math:`\theta\in[0, \pi]`:
     :math:`\eta a = 1 - \cos\theta`, :math:`\eta\sqrt p\, s = \sin\theta`, which spaces the
     points evenly along the ellipse (a grid in :math:`a` would leave the steep ends at
-    :math:`a = 0` and :math:`a = 2/\eta` coarse). ({cite}`wu2018sgd`, {cite}`wu2020slides`.)
+    :math:`a = 0` and :math:`a = 2/\eta` coarse). (:cite:p:`wu2018sgd`, :cite:p:`wu2020slides`.)
 
     Parameters
     ----------
@@ -117,8 +117,8 @@ def wme_region_contains(
 ) -> np.ndarray:
     r"""Whether :math:`(a, s)` satisfies :math:`(1 - \eta a)^2 + \eta^2 p s^2 \le 1`.
 
-    This is the one-dimensional stability condition of Wu, Ma and E ({cite}`wu2018sgd`,
-    {cite}`wu2020slides`): exact for :math:`d = 1`, a summary only for :math:`d > 1`
+    This is the one-dimensional stability condition of Wu, Ma and E (:cite:p:`wu2018sgd`,
+    :cite:p:`wu2020slides`): exact for :math:`d = 1`, a summary only for :math:`d > 1`
     (see the module docstring). ``rtol`` absorbs rounding in the comparison with 1, so
     points computed on the boundary count as inside.
 
@@ -154,7 +154,7 @@ def stability_diagram(
 
     Draws the half-ellipse :math:`(1 - \eta a)^2 + \eta^2 p s^2 \le 1` (filled if ``fill``)
     and, if ``necessary``, the two necessary conditions :math:`a = 2/\eta` and
-    :math:`s = 1/(\eta\sqrt p)` as dotted lines ({cite}`wu2018sgd`, {cite}`wu2020slides`).
+    :math:`s = 1/(\eta\sqrt p)` as dotted lines (:cite:p:`wu2018sgd`, :cite:p:`wu2020slides`).
     For :math:`p = 0` the region is the strip :math:`a \le 2/\eta`, drawn up to ``s_max``
     (default: the current upper y-limit, or :math:`2/\eta` on an empty axis).
 
@@ -257,7 +257,7 @@ def diagram_points(
         Sampling scheme.
     thresholds : array_like, shape (m,), optional
         Precomputed exact thresholds :math:`\eta^*` (e.g. from a cached run); computed with
-        ``thresholds.ms_threshold`` ({cite}`mulayoff2024exact` Thm 3) when omitted.
+        ``thresholds.ms_threshold`` (:cite:p:`mulayoff2024exact` Thm 3) when omitted.
 
     Returns
     -------

@@ -10,7 +10,7 @@ Random-feature model with :math:`m` fixed inner weights :math:`w_j` drawn from
     \qquad G = \tfrac1n \Psi^\top\Psi,
 
 trained by GD on :math:`\frac1{2n}\|\Psi a - y\|^2` from :math:`a = 0`, whose limit is the
-minimum-norm solution :math:`\Psi^{+}y` ({cite}`wu2020slides`).
+minimum-norm solution :math:`\Psi^{+}y` (:cite:p:`wu2020slides`).
 
 ReLU kernel (the degree-one arc-cosine kernel of Cho and Saul), with
 :math:`\theta = \angle(b, b')`:
@@ -22,7 +22,7 @@ ReLU kernel (the degree-one arc-cosine kernel of Cho and Saul), with
 
 with :math:`c = 1/(2\pi)` for :math:`x\sim N(0, I_d)` and :math:`c = r^2/(2\pi d)` for
 :math:`x` uniform on the sphere of radius :math:`r` in :math:`\mathbb R^d` (so the sphere of
-radius :math:`\sqrt d` gives the Gaussian constant). The slides ({cite}`wu2020slides`, eq. 15)
+radius :math:`\sqrt d` gives the Gaussian constant). The slides (:cite:p:`wu2020slides`, eq. 15)
 state the formula for the unit sphere without the constant.
 
 Two-layer networks :math:`f(x) = s_m\sum_j a_j\sigma(b_j^\top x)` with conventional scaling
@@ -249,7 +249,7 @@ def random_feature_curve(
     For each width :math:`m` the model uses the first :math:`m` rows of ``weights`` (so the
     models are nested) and the coefficients :math:`a = \Psi^{+} y`, the limit of GD on
     :math:`\frac1{2n}\|\Psi a - y\|^2` from :math:`a = 0`
-    (:func:`companion.least_squares.min_norm_solution`; {cite}`wu2020slides`).
+    (:func:`companion.least_squares.min_norm_solution`; :cite:p:`wu2020slides`).
 
     Parameters
     ----------
@@ -347,7 +347,7 @@ def two_layer_gradients(
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Gradients of :math:`\frac1{2n}\sum_i(f(x_i) - y_i)^2` in :math:`a` and :math:`B`.
 
-    With residuals :math:`r_i = f(x_i) - y_i` (eqs. 6--7 and 18 of {cite}`wu2020slides`):
+    With residuals :math:`r_i = f(x_i) - y_i` (eqs. 6--7 and 18 of :cite:p:`wu2020slides`):
     :math:`\partial_{a_j} = \frac{s_m}{n}\sum_i r_i\sigma(b_j^\top x_i)`,
     :math:`\nabla_{b_j} = \frac{s_m}{n}\sum_i r_i a_j\sigma'(b_j^\top x_i)x_i`,
     with :math:`\sigma'(z) = 1[z > 0]`.
@@ -391,7 +391,7 @@ def train_two_layer(
 ) -> TwoLayerRun:
     r"""Train :math:`f(x) = s_m\sum_j a_j\sigma(b_j^\top x)` by GD on the square loss.
 
-    Initialisation as in the slides ({cite}`wu2020slides`, eq. 8):
+    Initialisation as in the slides (:cite:p:`wu2020slides`, eq. 8):
     :math:`a_j(0)\sim N(0, \beta^2)` with :math:`\beta` = ``outer_init_std``,
     :math:`b_j(0)\sim N(0, I_d/d)`.
 

@@ -23,7 +23,7 @@ def batch_noise_factor(n: int, batch_size: int, replacement: bool = False) -> fl
         p = \frac{n - B}{B(n - 1)} \quad\text{(uniform subsets of size } B\text{)},
         \qquad p = \frac1B \quad\text{(B i.i.d. indices)}.
 
-    ``p = 0`` is full-batch gradient descent ({cite}`mulayoff2024exact`, {cite}`wu2018sgd`).
+    ``p = 0`` is full-batch gradient descent (:cite:p:`mulayoff2024exact`, :cite:p:`wu2018sgd`).
 
     Parameters
     ----------

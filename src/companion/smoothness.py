@@ -1,6 +1,6 @@
 r"""From flat minima to smooth functions: the numerical side of Ma & Ying §4–§5.
 
-Ma & Ying ({cite}`ma2021linear`) write a network as :math:`f(x, W) = \tilde f(W_1x, W_2)`
+Ma & Ying (:cite:p:`ma2021linear`) write a network as :math:`f(x, W) = \tilde f(W_1x, W_2)`
 and turn bounds on the parameter gradients :math:`a_i = \nabla_W f(x_i, W^*)` at a
 linearly stable minimum into bounds on the input gradients :math:`\nabla_x f`, first at
 the training data (Thm 3), then on the neighbourhood
@@ -167,7 +167,7 @@ def uncovered_fraction(train, queries, delta: float) -> float:
     Estimates the left side of Ma & Ying's Definition 2,
     :math:`\mathbb P_{x\sim\mu}(\min_i\|x - x_i\|_2 > \delta)`, with the queries as a sample
     of :math:`\mu`: the training set :math:`(\delta, \varepsilon)`-covers :math:`\mu` when
-    this is below :math:`\varepsilon` ({cite}`ma2021linear`).
+    this is below :math:`\varepsilon` (:cite:p:`ma2021linear`).
     """
     delta = _positive(delta, "delta", allow_zero=True)
     return float(np.mean(nearest_distances(train, queries) > delta))
@@ -190,7 +190,7 @@ def covering_radius(train, queries, epsilon: float) -> float:
 
     The smallest :math:`\delta` with
     ``uncovered_fraction(train, queries, delta) < epsilon`` (Def. 2 of
-    {cite}`ma2021linear`, strict inequality): an order statistic of the nearest-neighbour
+    :cite:p:`ma2021linear`, strict inequality): an order statistic of the nearest-neighbour
     distances of the queries.
 
     Parameters
@@ -459,7 +459,7 @@ def scattering(points, delta: float, n_samples: int = 2000, seed: int = 0) -> Sc
     r"""Estimate how often the balls :math:`B(x_i, \delta)` overlap (Ma & Ying Def. 3, Remark 2).
 
     The set is :math:`(\delta, K)`-scattered when :math:`\kappa(x) = \sum_i
-    \mathbf 1_{B(x_i,\delta)}(x) \le K` everywhere ({cite}`ma2021linear`). The supremum is
+    \mathbf 1_{B(x_i,\delta)}(x) \le K` everywhere (:cite:p:`ma2021linear`). The supremum is
     bracketed (``lower`` from evaluations, ``upper`` from the :math:`2\delta`-neighbour
     counts); the average over the union, which Remark 2 allows instead, and the union's
     log-volume come from :func:`sample_union_of_balls` with ``n_samples`` points.
@@ -485,7 +485,7 @@ def stability_factor(
 ) -> float:
     r"""The factor that :math:`k`-th order linear stability puts on the parameter gradients.
 
-    Theorem 2 of {cite}`ma2021linear` summed over the :math:`w` parameters gives
+    Theorem 2 of :cite:p:`ma2021linear` summed over the :math:`w` parameters gives
     :math:`\frac1n\sum_i\|a_i\|_{2k}^{2k} \le 2w(2B)^{k-1}/\eta^k`, hence
 
     * ``n_samples=None``: :math:`(w/B)^{1/2k}\sqrt{2B/\eta}`, the bound on
@@ -507,7 +507,7 @@ def required_parameter_radius(
 ) -> float:
     r"""Parameter radius :math:`\delta_{\rm approx}` covering inputs within ``delta`` of the data.
 
-    Prop. 3 and Thms 4–7 of {cite}`ma2021linear` need
+    Prop. 3 and Thms 4–7 of :cite:p:`ma2021linear` need
     :math:`\delta \le \delta_{\rm approx}\min_i\|x_i\|_2/\|W_1\|_2`, i.e.
     :math:`\delta_{\rm approx} \ge \delta\|W_1\|_2/\min_i\|x_i\|_2` (returned): moving the input
     by :math:`\delta` is the same as moving :math:`W_1` by at most this much
@@ -529,7 +529,7 @@ def first_layer_shift(first_layer, x, x_star) -> np.ndarray:
     :math:`\|W_1(x - x_*)\|_2/\|x_*\|_2 \le \|W_1\|_2\|x - x_*\|_2/\|x_*\|_2`. Moving the input
     from :math:`x_*` to :math:`x` is the same as moving the parameters from :math:`W` to
     :math:`W' = (W_1 + \Delta W_1, W_2)` at the fixed input :math:`x_*`
-    ({cite}`ma2021linear`, Appendix B.2; reconstructed, the paper's formulas are lost).
+    (:cite:p:`ma2021linear`, Appendix B.2; reconstructed, the paper's formulas are lost).
 
     Parameters
     ----------
@@ -578,7 +578,7 @@ def theorem3_bound(
         \Big(\frac wB\Big)^{1/2k}\sqrt{\frac{2B}{\eta}}
 
     at an interpolating minimum that is :math:`k`-th order linearly stable for SGD with
-    learning rate :math:`\eta` and batch size :math:`B` ({cite}`ma2021linear`, eq. (22));
+    learning rate :math:`\eta` and batch size :math:`B` (:cite:p:`ma2021linear`, eq. (22));
     :math:`|f|_{1,2k,\{x_i\}} = (\frac1n\sum_i\|\nabla_xf(x_i)\|_{2k}^{2k})^{1/2k}`
     (``FirstLayerGradients.g_x`` of :mod:`companion.jacobians`). ``w1t_norm`` must be an
     upper bound on the induced norm :math:`\|W_1^\top\|_{2k}`.
@@ -604,7 +604,7 @@ def proposition3_bound(
 
     If :math:`f` is :math:`(C,\delta_{\rm approx},k)`-locally smooth at :math:`W^*` and
     :math:`x_*`, then for :math:`\|x - x_*\|_2 \le \delta_{\rm approx}\|x_*\|_2/\|W_1^*\|_2`
-    ({cite}`ma2021linear`, eq. (23))
+    (:cite:p:`ma2021linear`, eq. (23))
 
     .. math::
 
@@ -647,7 +647,7 @@ def theorem4_bound(
 ) -> Bound:
     r"""Ma & Ying Theorem 4 divided by :math:`V_{\mathcal X_\delta}^{1/2k}` on both sides.
 
-    The theorem ({cite}`ma2021linear`, eq. (24)) bounds
+    The theorem (:cite:p:`ma2021linear`, eq. (24)) bounds
     :math:`|f|_{1,2k,\mathcal X_\delta} = (\int_{\mathcal X_\delta}\|\nabla_xf\|_{2k}^{2k})^{1/2k}`
     by :math:`(KV_{\mathcal X_\delta})^{1/2k}\,2C\|(W_1^*)^\top\|_{2k}/\min_i\|x_i\|_{2k}\,
     ((w/B)^{1/2k}\sqrt{2B/\eta} + 1)`. Volumes in input dimension 64 are far outside
@@ -694,7 +694,7 @@ def theorem5_bound(
         \frac{C\|(W_1^*)^\top\|_{2k}}{\min_i\|x_i\|_{2k}}
         \Big(\Big(\frac{2nw}{B}\Big)^{1/2k}\sqrt{\frac{2B}{\eta}} + 1\Big)
 
-    ({cite}`ma2021linear`, eq. (25)): Prop. 3 in the ball of the nearest centre, with
+    (:cite:p:`ma2021linear`, eq. (25)): Prop. 3 in the ball of the nearest centre, with
     :math:`\|a_i\|_{2k}` bounded through Theorem 2 summed over all samples.
     """
     lhs = _positive(max_input_gradient, "max_input_gradient", allow_zero=True)
@@ -781,7 +781,7 @@ def generalization_bound(
     side of Thm 5 in the paper; pass :func:`theorem5_bound`'s ``rhs``, or a measured
     supremum to see the rest of the chain), :math:`M_1` bounds :math:`|f|` and :math:`|f^*|`,
     :math:`M_2` bounds :math:`\|\nabla f^*\|_2`, and the training set
-    :math:`(\delta,\varepsilon_2)`-covers :math:`\mu` ({cite}`ma2021linear`). The proof
+    :math:`(\delta,\varepsilon_2)`-covers :math:`\mu` (:cite:p:`ma2021linear`). The proof
     (reconstructed): on covered :math:`x` with nearest :math:`x_i`,
     :math:`f(x) - f^*(x) = [f(x) - f(x_i)] - [f^*(x) - f^*(x_i)]` (interpolation), the mean
     value theorem on the segment (inside :math:`B(x_i,\delta)`) bounds the two brackets by
@@ -823,7 +823,7 @@ def robustness_bound(
         \quad\text{for } \|x - x_i\|_2 \le \delta,
 
     with :math:`G` the Thm 5 bound on :math:`\|\nabla_xf\|_{2k}` over the ball
-    ({cite}`ma2021linear`; the paper prints :math:`f^*(x_i, W^*)`, a typo for the model's
+    (:cite:p:`ma2021linear`; the paper prints :math:`f^*(x_i, W^*)`, a typo for the model's
     value :math:`f(x_i, W^*) = y_i`). The mean value theorem along the segment gives it;
     :math:`\sqrt d` converts the :math:`2k`-norm to the 2-norm (``sharp_dimension_factor``
     uses :math:`d^{1/2-1/2k}`).
@@ -831,7 +831,7 @@ def robustness_bound(
     Parameters
     ----------
     output_change : array_like
-        Measured :math:`|f(x) - f(x_i)|` (e.g. :attr:`WorstCaseInputs.values`).
+        Measured :math:`|f(x) - f(x_i)|` (e.g. the ``values`` of :class:`WorstCaseInputs`).
     """
     lhs = as_float_array(output_change, "output_change")
     if np.any(lhs < 0):
@@ -926,7 +926,7 @@ def local_smoothness(
     ascent_steps: int = 0,
     seed: int = 0,
 ) -> LocalSmoothness:
-    r"""Estimate :math:`C` in Def. 1 of {cite}`ma2021linear` by searching the parameter ball.
+    r"""Estimate :math:`C` in Def. 1 of :cite:p:`ma2021linear` by searching the parameter ball.
 
     The model satisfies :math:`(C,\delta,k)`-local smoothness at :math:`x` and :math:`W` when
     :math:`\|\nabla_Wf(x, W')\|_{2k} \le C(\|\nabla_Wf(x, W)\|_{2k} + 1)` for every
@@ -935,7 +935,7 @@ def local_smoothness(
     ball (shared by all inputs) and then, if ``ascent_steps > 0``, runs projected gradient
     ascent on :math:`\|\nabla_Wf(x_i, W')\|_{2k}^{2k}` from the best point found, with
     normalised steps whose length decays geometrically from :math:`\delta/2` to
-    :math:`10^{-3}\delta` (:func:`_step_lengths`; second derivatives through
+    :math:`10^{-3}\delta` (``_step_lengths``; second derivatives through
     ``torch.func``). Every point found gives a lower estimate of the supremum; the result
     is only as good as the search.
 
@@ -1039,7 +1039,7 @@ def worst_case_inputs(
     Objectives, for each centre :math:`x_i`:
 
     * ``"output_change"``: :math:`\|f(x) - f(x_i)\|_2`, the left side of Ma & Ying's
-      robustness bound (27) ({cite}`ma2021linear`). The search starts from the FGSM-like
+      robustness bound (27) (:cite:p:`ma2021linear`). The search starts from the FGSM-like
       points :math:`x_i \pm \delta v`, :math:`v` the top right singular vector of the input
       Jacobian at :math:`x_i` (the normalised gradient for one output), keeps the better one
       and runs ``steps`` steps of projected gradient ascent (PGD in the 2-norm: normalised
@@ -1231,7 +1231,7 @@ def shifted_model(model, x, x_star):
 
     The copy evaluated at ``x_star`` equals ``model`` at ``x``:
     :math:`\tilde f((W_1+\Delta W_1)x_*, W_2) = \tilde f(W_1x, W_2)` — the multiplicative
-    structure behind Prop. 3 of {cite}`ma2021linear`. Only for an ``nn.Linear`` first layer
+    structure behind Prop. 3 of :cite:p:`ma2021linear`. Only for an ``nn.Linear`` first layer
     (a shifted convolution is no longer a convolution).
     """
     import copy

@@ -10,7 +10,7 @@ linearised SGD evolves by :math:`Q = I - 2\eta C + \eta^2 D` with
     D = (1 - p)H\otimes H + p\,\tfrac1n\textstyle\sum_i H_i\otimes H_i
 
 (``operators.kron_operators``). SGD is mean-square stable iff
-:math:`\eta \le \eta^* = 2/\lambda_{\max}(C^\dagger D)` ({cite}`mulayoff2024exact` Thm 3);
+:math:`\eta \le \eta^* = 2/\lambda_{\max}(C^\dagger D)` (:cite:p:`mulayoff2024exact` Thm 3);
 :math:`\lambda_{\max}(C^\dagger D)` is the *generalized sharpness*.
 
 Every exact route first restricts to :math:`\mathrm{range}(H)`: for PSD :math:`H_i`,
@@ -94,7 +94,7 @@ _SMALL_OPERATOR = 9
 _DENSE_AUTO_RANK = 20
 _THRESHOLD_METHODS = ("auto", "dense", "eigenbasis")
 
-#: Full-batch GD threshold 2 / lambda_max(H) ({cite}`mulayoff2024exact` Thm 1).
+#: Full-batch GD threshold 2 / lambda_max(H) (:cite:p:`mulayoff2024exact` Thm 1).
 mean_threshold = gd_threshold
 
 
@@ -165,7 +165,7 @@ def _reduce_hessians(hs: np.ndarray) -> _Reduced:
 def _low_rank_factors(small: np.ndarray) -> np.ndarray | None:
     r"""Factors :math:`F_i` (n, r, k) with :math:`\tilde U_i = F_iF_i^\top`, if all ranks are low.
 
-    Rank-revealing pivoted Cholesky (LAPACK ``dpstrf``, :math:`O(rk^2)` per sample) stops
+    Rank-revealing pivoted Cholesky (LAPACK ``dpstrf``, :math:`O(r^2k)` per sample) stops
     once every remaining pivot is at most ``_FACTOR_RTOL`` times the largest diagonal entry.
     Returns ``None`` (use the plain product) unless the largest rank ``k`` is at most
     ``r / 4``, where the factored product pays off.
@@ -367,7 +367,7 @@ def generalized_sharpness(
 ) -> float:
     r"""Generalized sharpness :math:`\lambda_{\max}(C^\dagger D) = 2/\eta^*`.
 
-    ({cite}`mulayoff2024exact` Thm 3.) Equals :math:`\lambda_{\max}(H)` when :math:`p = 0` and
+    (:cite:p:`mulayoff2024exact` Thm 3.) Equals :math:`\lambda_{\max}(H)` when :math:`p = 0` and
     is at least :math:`\lambda_{\max}(H)` otherwise. ``0.0`` when :math:`H = 0`.
 
     Parameters
@@ -411,7 +411,7 @@ def ms_threshold(
 
     Linearised SGD at an interpolating minimum is mean-square stable
     (:math:`\sup_t\mathbb E\|x_t\|^2 < \infty` for every start) iff :math:`\eta \le \eta^*`
-    ({cite}`mulayoff2024exact` Thm 3). :math:`\eta^* = 2/\lambda_{\max}(H)` for :math:`p = 0`
+    (:cite:p:`mulayoff2024exact` Thm 3). :math:`\eta^* = 2/\lambda_{\max}(H)` for :math:`p = 0`
     and :math:`\eta^*` is non-decreasing in :math:`B` (Prop. 1). Returns ``inf`` when
     :math:`H = 0`. Parameters as in ``generalized_sharpness``.
     """
@@ -466,7 +466,7 @@ def ms_threshold_gn(
 ) -> float:
     r"""Exact :math:`\eta^*` for Gauss-Newton Hessians :math:`H_i = J_i^\top J_i` (Gram route).
 
-    :math:`\eta^* = 2/\lambda_{\max}(C^\dagger D)` ({cite}`mulayoff2024exact` Thm 3); see
+    :math:`\eta^* = 2/\lambda_{\max}(C^\dagger D)` (:cite:p:`mulayoff2024exact` Thm 3); see
     ``generalized_sharpness_gn`` for the parameters. ``inf`` when every :math:`J_i = 0`.
     """
     return _threshold_from_sharpness(
@@ -490,7 +490,7 @@ def ms_threshold_bisection(
     :math:`Q = I - 2\eta C + \eta^2 D` restricted to :math:`\mathrm{range}(H)^{\otimes 2}`
     (on :math:`\mathrm{null}(H)` it has the eigenvalue 1 for every :math:`\eta`) is a
     symmetric Kronecker system, so its spectral radius :math:`\max|\mathrm{eig}\,Q|` is
-    computed by ``eigvalsh`` ({cite}`mulayoff2024exact` Thm 6: it equals
+    computed by ``eigvalsh`` (:cite:p:`mulayoff2024exact` Thm 6: it equals
     :math:`\lambda_{\max}(Q)`). Starts from the bracket :math:`[0, 2.02/\lambda_{\max}(H)]`
     (:math:`\eta^* \le 2/\lambda_{\max}(H)`) and halves it until its width is at most
     ``rtol`` times its upper end. Independent of the eigenvalue formula: a reference for
@@ -527,8 +527,8 @@ def wu_condition(hessians, lr: float, batch_size: int, replacement: bool = False
     r"""Wu-Ma-E quantity :math:`\lambda_{\max}\{(I - \eta H)^2 + \eta^2 p\,\Sigma\}`.
 
     :math:`\Sigma = \frac1n\sum_iH_i^2 - H^2` (``curvature.noise_covariance``). A value
-    :math:`\le 1` is *sufficient* for mean-square stability ({cite}`ma2021linear` Prop. 1,
-    {cite}`wu2018sgd`): :math:`\mathbb E\|x_{t+1}\|^2 = \mathbb E[x_t^\top((I-\eta H)^2 +
+    :math:`\le 1` is *sufficient* for mean-square stability (:cite:p:`ma2021linear` Prop. 1,
+    :cite:p:`wu2018sgd`): :math:`\mathbb E\|x_{t+1}\|^2 = \mathbb E[x_t^\top((I-\eta H)^2 +
     \eta^2p\Sigma)x_t]`. In one dimension it is :math:`(1 - \eta a)^2 + \eta^2ps^2`, exact.
     """
     hs = as_hessians(hessians)
@@ -541,7 +541,7 @@ def wu_condition(hessians, lr: float, batch_size: int, replacement: bool = False
 
 
 class NecessaryBounds(NamedTuple):
-    r"""Upper bounds on :math:`\eta^*` ({cite}`mulayoff2024exact` Prop. 3 and Thm 1).
+    r"""Upper bounds on :math:`\eta^*` (:cite:p:`mulayoff2024exact` Prop. 3 and Thm 1).
 
     Attributes
     ----------
@@ -583,7 +583,7 @@ def ms_necessary_bounds(hessians, batch_size: int, replacement: bool = False) ->
 
     Both come from the Rayleigh quotient :math:`\langle X, DX\rangle/\langle X, CX\rangle \le
     \lambda_{\max}(C^\dagger D)`, with :math:`X = vv^\top` (eq. 15) and :math:`X = I` (eq. 16)
-    ({cite}`mulayoff2024exact` Prop. 3). All ``inf`` when :math:`H = 0`.
+    (:cite:p:`mulayoff2024exact` Prop. 3). All ``inf`` when :math:`H = 0`.
     """
     hs = as_hessians(hessians)
     n = hs.shape[0]
@@ -734,7 +734,7 @@ def rank_one_bound(
         + p\,\frac1n\sum_i\frac{(v^\top H_iv - v^\top Hv)^2}{v^\top Hv}
 
     (the Rayleigh quotient of :math:`C^\dagger D` at :math:`X = vv^\top`;
-    {cite}`mulayoff2024exact` eqs. 24-25). Maximised by projected gradient ascent with
+    :cite:p:`mulayoff2024exact` eqs. 24-25). Maximised by projected gradient ascent with
     backtracking, from the top eigenvector of :math:`H` and ``restarts`` seeded random
     starts, in the eigenbasis of :math:`\mathrm{range}(H)` (components in
     :math:`\mathrm{null}(H)` only lower the quotient). The start from the top eigenvector
@@ -794,15 +794,16 @@ def kth_order_threshold(
     :math:`T_k = \mathbb E[(I - \eta\hat H)^{\otimes k}]` (``operators.moment_operator``) is
     restricted to symmetric tensors on :math:`\mathrm{range}(H)` (an invariant subspace; on
     :math:`\mathrm{null}(H)` nothing moves). :math:`T_k` is symmetric (an average of tensor
-    powers of symmetric matrices) and a polynomial of degree :math:`k` in :math:`\eta`, so the
-    restriction is built once per power of :math:`\eta` and :math:`\rho` is the largest
-    ``|eigvalsh|``. The stable set need not be an interval for :math:`k \ne 2`: the scan
+    powers of symmetric matrices), so on symmetric tensors its operator norm
+    :math:`\max\|T_kA\|_F/\|A\|_F` equals :math:`\rho`, the largest ``|eigvalsh|``; it is a
+    polynomial of degree :math:`k` in :math:`\eta`, so the restriction is built once per
+    power of :math:`\eta`. The stable set need not be an interval for :math:`k \ne 2`: the scan
     runs over ``grid`` equally spaced rates in :math:`(0, \eta_{\max}]` (doubling
     :math:`\eta_{\max}` until an unstable rate is found), then bisects the first crossing to
     relative width ``rtol``. A crossing inside the first grid cell that is stable again at
     its end would be missed: refine ``grid`` if in doubt.
 
-    What the result means ({cite}`ma2021linear` Def. 5, Thm 1; {cite}`mulayoff2024exact`):
+    What the result means (:cite:p:`ma2021linear` Def. 5, Thm 1; :cite:p:`mulayoff2024exact`):
 
     * odd :math:`k`: exact, :math:`k`-th order stability iff
       :math:`\|T_kA\|_F \le \|A\|_F` on all symmetric tensors; :math:`k = 1` gives

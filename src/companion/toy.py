@@ -11,7 +11,7 @@ curvature :math:`f'' = 2`, so GD with :math:`\eta < 1` is stable at both. SGD wi
 sample per step (:math:`B = 1` of :math:`n = 2`) multiplies :math:`x - 1` by
 :math:`1 - 0.2\eta` or :math:`1 - 3.8\eta`; at :math:`\eta = 0.7` the second factor is
 :math:`-1.66` and :math:`x = 1` is unstable, while at :math:`x = 0` both factors are
-:math:`1 - 2\eta = -0.4` ({cite}`wu2018sgd`, {cite}`wu2020slides`).
+:math:`1 - 2\eta = -0.4` (:cite:p:`wu2018sgd`, :cite:p:`wu2020slides`).
 
 The slides quote :math:`f'' = 1`, :math:`f_1''(1) = 0.1` and :math:`f_2''(1) = 1.9`: those are
 the coefficients, half the second derivatives; the conclusions are unchanged.

@@ -8,10 +8,10 @@ step is
     \theta_{t+1} = \theta_t - \frac{\eta_t}{B}\sum_{i\in\mathcal B_t}
     \nabla_\theta\, \tfrac12\|f(x_i;\theta_t) - y_i\|^2 ,
 
-({cite}`ma2021linear` eq. (7), {cite}`wu2018sgd`). The batches :math:`\mathcal B_t` are
+(:cite:p:`ma2021linear` eq. (7), :cite:p:`wu2018sgd`). The batches :math:`\mathcal B_t` are
 drawn **independently at every step**: a uniform subset of size :math:`B` (default), or
 :math:`B` i.i.d. indices (``replacement=True``). This is the sampling the theory assumes
-(its batch-noise factor :math:`p` is :func:`companion.batch_noise_factor`); it is not the
+(its batch-noise factor :math:`p` is :func:`companion.sampling.batch_noise_factor`); it is not the
 usual "epochs of a shuffled permutation". ``B = n`` without replacement is gradient
 descent. No momentum, no weight decay.
 """

@@ -4,17 +4,17 @@ r"""One call from a trained network to every linear-stability quantity of the bo
 reports, for a learning rate :math:`\eta` and batch size :math:`B`:
 
 * the training loss and whether the point interpolates (the linear-stability theory of
-  {cite}`wu2018sgd`, {cite}`ma2021linear` and {cite}`mulayoff2024exact` is about
+  :cite:p:`wu2018sgd`, :cite:p:`ma2021linear` and :cite:p:`mulayoff2024exact` is about
   interpolating minima; a point that does not interpolate is flagged, never silently
   treated as one);
 * sharpness :math:`a = \lambda_{\max}(H)` against :math:`2/\eta`, non-uniformity
   :math:`s = \sqrt{\lambda_{\max}(\Sigma)}`, the Wu–Ma–E sufficient condition;
-* the exact generalized sharpness and :math:`\eta^*(B)` ({cite}`mulayoff2024exact` Thm 3)
+* the exact generalized sharpness and :math:`\eta^*(B)` (:cite:p:`mulayoff2024exact` Thm 3)
   at :math:`B` and on a grid of batch sizes, the necessary bounds of MM Prop. 3 and the
   rank-one lower bound;
 * Ma–Ying's moment bounds (Thm 2, Cor. 1), first-layer gradients :math:`g_W, g_x` and the
-  Sobolev bound (Cor. 2, Thm 3) ({cite}`ma2021linear`);
-* the alignment factor of the SGD noise ({cite}`wu2022alignment`, reconstructed);
+  Sobolev bound (Cor. 2, Thm 3) (:cite:p:`ma2021linear`);
+* the alignment factor of the SGD noise (:cite:p:`wu2022alignment`, reconstructed);
 * the verdict: stable or unstable in mean square for :math:`(\eta, B)`.
 
 Everything curvature-related is computed in the Gram space of the per-sample Jacobians
@@ -108,7 +108,7 @@ class GramCurvature:
 
     @property
     def non_uniformity(self) -> float:
-        r""":math:`s = \sqrt{\lambda_{\max}(\Sigma)}` ({cite}`wu2018sgd`)."""
+        r""":math:`s = \sqrt{\lambda_{\max}(\Sigma)}` (:cite:p:`wu2018sgd`)."""
         if not self.eigenvalues.size:
             return 0.0
         return math.sqrt(max(float(np.linalg.eigvalsh(self.sigma)[-1]), 0.0))
@@ -121,8 +121,8 @@ class GramCurvature:
     def wu_condition(self, lr: float, batch_size: int, replacement: bool = False) -> float:
         r"""Largest eigenvalue of :math:`(I-\eta H)^2 + \eta^2p\Sigma` on :math:`\mathrm{range}(H)`.
 
-        ``<= 1`` is sufficient for mean-square stability ({cite}`ma2021linear` Prop. 1,
-        {cite}`wu2018sgd`); on :math:`\mathrm{null}(H)` the matrix is the identity.
+        ``<= 1`` is sufficient for mean-square stability (:cite:p:`ma2021linear` Prop. 1,
+        :cite:p:`wu2018sgd`); on :math:`\mathrm{null}(H)` the matrix is the identity.
         """
         lr = check_lr(lr)
         p = batch_noise_factor(self.n, batch_size, replacement)
@@ -145,7 +145,7 @@ def gram_curvature(gram, num_outputs: int = 1) -> GramCurvature:
 
         U^\top\Sigma U = \frac1n\sum_i A_i^\top (A_iA_i^\top) A_i - \Gamma_r^2/n^2 .
 
-    The worst alignment factor ({cite}`wu2022alignment`, reconstructed; see
+    The worst alignment factor (:cite:p:`wu2022alignment`, reconstructed; see
     ``bounds.worst_alignment_factor``) is :math:`\lambda_{\min}` of
     :math:`\Lambda^{-1/2}M\Lambda^{-1/2}` over :math:`\|H\|_F^2`, with
     :math:`M = \frac1n\sum_iH_iHH_i - H^3`, here
@@ -206,7 +206,7 @@ def alignment_factor_gram(gram, residuals, num_outputs: int = 1) -> float:
         \mu = \frac{\frac1{n^2}\sum_i\|G_{:,i}r_i\|^2 - \frac1{n^3}\|GR\|^2}
                    {\frac1n\|R\|^2\;\|G\|_F^2/n^2}
 
-    ({cite}`wu2022alignment`, definition reconstructed). Undefined (``ValueError``) at
+    (:cite:p:`wu2022alignment`, definition reconstructed). Undefined (``ValueError``) at
     zero loss.
     """
     g, n, k = _as_gram(gram, num_outputs)

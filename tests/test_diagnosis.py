@@ -1,4 +1,4 @@
-"""companion.diagnose: Gram-space curvature and the stability report against dense brute force."""
+"""companion.diagnosis: Gram-space curvature and the stability report against dense brute force."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from companion import bounds, curvature, thresholds
 from companion.data import load, synthetic
-from companion.diagnose import (
+from companion.diagnosis import (
     StabilityReport,
     alignment_factor_gram,
     diagnose,
