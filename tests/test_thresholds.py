@@ -24,6 +24,7 @@ from companion.thresholds import (
     ms_necessary_bounds_gn,
     ms_threshold,
     ms_threshold_bisection,
+    ms_threshold_curve_gn,
     ms_threshold_gn,
     rank_one_bound,
     rank_one_bound_gn,
@@ -603,3 +604,23 @@ def test_lanczos_retries_when_arpack_stalls(monkeypatch):
     value = ms_threshold(hs, 2, method="eigenbasis")
     assert len(calls) == 2 and calls[1]["ncv"] == 16
     assert value == pytest.approx(ms_threshold(hs, 2, method="dense"), rel=AGREE)
+
+
+@pytest.mark.parametrize("replacement", [False, True])
+def test_threshold_curve_equals_pointwise_gn(replacement):
+    """One reduction of the Gram matrix, many B: same η*(B) as one call per B."""
+    rng = np.random.default_rng(11)
+    jac = rng.standard_normal((15, 2, 9))
+    sizes = [1, 2, 5, 15]
+    curve = ms_threshold_curve_gn(jac, sizes, replacement)
+    single = [ms_threshold_gn(jac, b, replacement) for b in sizes]
+    np.testing.assert_allclose(curve, single, rtol=1e-9)
+    assert np.all(np.diff(curve) >= -1e-12 * curve[:-1])  # MM Prop 1: non-decreasing in B
+
+
+def test_threshold_curve_rejects_bad_batch_sizes():
+    jac = np.ones((4, 3))
+    with pytest.raises(ValueError, match="batch_size"):
+        ms_threshold_curve_gn(jac, [1, 5])
+    with pytest.raises(ValueError, match="batch_sizes"):
+        ms_threshold_curve_gn(jac, [])

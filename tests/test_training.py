@@ -87,6 +87,14 @@ def test_divergence_is_flagged(digits):
     assert hist.diverged and not hist.interpolated and hist.steps_taken < 500
 
 
+def test_divergence_between_loss_checks_is_flagged_not_raised(digits):
+    """Weights that overflow between two recorded losses must give diverged, not an SVD error."""
+    hist = train(_model(), digits, lr=1e4, batch_size=4, steps=400, record_every=50,
+                 progress=False)
+    assert hist.diverged and not hist.interpolated
+    assert not np.isfinite(hist.loss[-1]) or hist.loss[-1] > 1e12 * hist.loss[0]
+
+
 def test_recorded_norm_and_sharpness(digits):
     model = _model(seed=5)
     w0 = model.first_layer.weight.detach().clone()

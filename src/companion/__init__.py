@@ -121,6 +121,7 @@ from .thresholds import (
     ms_necessary_bounds_gn,
     ms_threshold,
     ms_threshold_bisection,
+    ms_threshold_curve_gn,
     ms_threshold_gn,
     rank_one_bound,
     rank_one_bound_gn,
@@ -172,6 +173,7 @@ __all__ = [
     "ms_necessary_bounds_gn",
     "ms_threshold",
     "ms_threshold_bisection",
+    "ms_threshold_curve_gn",
     "ms_threshold_gn",
     "nearest_distances",  # Part III
     "noise_covariance",

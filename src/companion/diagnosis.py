@@ -562,10 +562,10 @@ def diagnose(
         hessian_sharpness = float(top_eigenvalues(op, 1, tol=1e-6, seed=seed)[0])
         lap("loss-Hessian Lanczos")
 
-    curve = {
-        b: thresholds.ms_threshold_gn(None, b, replacement, gram=gram, num_outputs=k_out)
-        for b in grid
-    }
+    etas = thresholds.ms_threshold_curve_gn(
+        None, list(grid), replacement, gram=gram, num_outputs=k_out
+    )
+    curve = {int(b): float(e) for b, e in zip(grid, etas, strict=True)}
     eta_star = curve[int(batch_size)]
     gen_sharp = 0.0 if math.isinf(eta_star) else 2.0 / eta_star
     lap("eta*(B)")

@@ -476,6 +476,33 @@ def ms_threshold_gn(
     )
 
 
+def ms_threshold_curve_gn(
+    jacobians,
+    batch_sizes,
+    replacement: bool = False,
+    *,
+    gram=None,
+    num_outputs: int | None = None,
+) -> np.ndarray:
+    r"""Exact :math:`\eta^*(B)` for several batch sizes at once (Gram route).
+
+    Same value as ``ms_threshold_gn`` for each ``B`` in ``batch_sizes``, but the Gram matrix
+    is reduced (eigendecomposition, basis of its range) once and only the Lanczos run is
+    repeated, since only the batch-noise factor :math:`p(B)` changes with :math:`B`
+    (:cite:p:`mulayoff2024exact` Thm 3). Returns a float array aligned with ``batch_sizes``.
+    """
+    sizes = list(np.atleast_1d(batch_sizes).tolist()) if not isinstance(batch_sizes, int) else [
+        batch_sizes
+    ]
+    if not sizes:
+        raise ValueError("batch_sizes must hold at least one batch size")
+    reduced = _reduce_gauss_newton(jacobians, gram, num_outputs)
+    noise = [batch_noise_factor(reduced.n, b, replacement) for b in sizes]
+    if reduced.lam.size == 0:
+        return np.full(len(sizes), math.inf)
+    return np.array([_threshold_from_sharpness(_sharpness_lanczos(reduced, p)) for p in noise])
+
+
 def _second_moment_radius(c: np.ndarray, dd: np.ndarray, lr: float) -> float:
     q = np.eye(c.shape[0]) - 2.0 * lr * c + lr**2 * dd
     eig = np.linalg.eigvalsh(0.5 * (q + q.T))

@@ -124,6 +124,8 @@ def _first_layer_norm(model: torch.nn.Module) -> float:
         weight = first_layer(model).weight.detach()
     except TypeError:
         return math.nan
+    if not bool(torch.isfinite(weight).all()):
+        return math.inf  # diverged weights: the caller sees a non-finite loss and stops
     return float(torch.linalg.matrix_norm(weight.reshape(weight.shape[0], -1), ord=2))
 
 
