@@ -1,0 +1,171 @@
+"""Static checks of the appendices: theorem index, API reference and stored benchmark results.
+
+The theorem index (book/appendix/theorem_index.md) links every result of THEOREMS.md to its
+label in the book; results whose chapter is not yet in ``_toc.yml`` sit in a separate
+"not yet in the book" table without a link (a link to an unbuilt page fails the build). These
+tests fail when the index and the book drift apart in either direction.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+
+import pytest
+import yaml
+from notebooks import ROOT, toc_chapters
+
+APPENDIX = ROOT / "book" / "appendix"
+INDEX = APPENDIX / "theorem_index.md"
+THEOREMS = ROOT.parent / "shared" / "THEOREMS.md"
+RESULTS = ROOT / "benchmarks" / "results"
+
+# `:label: id` of a sphinx-proof directive, or `name: id` of a figure/table (cell metadata)
+LABEL = re.compile(r"^\s*(:label:|name:)\s*([A-Za-z0-9][\w-]*)\s*$", re.M)
+ROW_ID = re.compile(r"^\|\s*`([\w-]+)`\s*\|", re.M)
+LINK = re.compile(r"\{(prf:ref|numref)\}`([\w-]+)`")
+PENDING_HEADING = "## Not yet in the book"
+
+
+def book_labels() -> dict[str, tuple[str, str]]:
+    """Label -> (kind, chapter) over the chapters listed in _toc.yml; kind 'prf' or 'figure'."""
+    labels: dict[str, tuple[str, str]] = {}
+    for chapter in toc_chapters():
+        path = ROOT / f"{chapter}.md"
+        if not path.exists():
+            continue
+        for role, label in LABEL.findall(path.read_text()):
+            labels[label] = ("prf" if role == ":label:" else "figure", chapter)
+    return labels
+
+
+def index_tables() -> tuple[dict[str, str], list[str], dict[str, str]]:
+    """(linked id -> role used, pending ids, id -> its whole row) read from the index."""
+    text = INDEX.read_text()
+    assert PENDING_HEADING in text, f"{INDEX.name} has no '{PENDING_HEADING}' section"
+    linked_part, pending_part = text.split(PENDING_HEADING, 1)
+    rows = {}
+    linked = {}
+    for line in linked_part.splitlines():
+        match = ROW_ID.match(line)
+        if match:
+            links = LINK.findall(line)
+            assert len(links) == 1 and links[0][1] == match.group(1), (
+                f"row of {match.group(1)} must link to its own label exactly once: {line}"
+            )
+            assert match.group(1) not in linked, f"{match.group(1)} is listed twice"
+            linked[match.group(1)] = links[0][0]
+            rows[match.group(1)] = line
+    pending = []
+    for line in pending_part.splitlines():
+        match = ROW_ID.match(line)
+        if match:
+            assert not LINK.search(line), f"pending row must not link (it would break): {line}"
+            pending.append(match.group(1))
+            rows[match.group(1)] = line
+    return linked, pending, rows
+
+
+def test_index_has_no_duplicates_and_both_tables():
+    linked, pending, _ = index_tables()
+    assert linked, "the index links no result"
+    assert len(pending) == len(set(pending)), "a pending id is listed twice"
+    assert not set(linked) & set(pending), (
+        f"listed as linked and pending: {set(linked) & set(pending)}"
+    )
+
+
+def test_every_linked_id_has_a_label_of_the_right_kind_in_the_book():
+    labels = book_labels()
+    linked, _, _ = index_tables()
+    for result, role in linked.items():
+        assert result in labels, (
+            f"{result} is linked in the theorem index but no chapter in _toc.yml labels it; "
+            "move it to the 'Not yet in the book' table or restore the label"
+        )
+        kind, chapter = labels[result]
+        expected = "prf:ref" if kind == "prf" else "numref"
+        assert role == expected, (
+            f"{result} is a {kind} label in {chapter}: link it with {{{expected}}}"
+        )
+
+
+def test_pending_ids_are_not_yet_in_the_book():
+    labels = book_labels()
+    _, pending, _ = index_tables()
+    arrived = {result: labels[result][1] for result in pending if result in labels}
+    assert not arrived, (
+        f"now labelled in the book, move these rows to the linked tables of the index: {arrived}"
+    )
+
+
+def test_every_theorem_id_is_in_the_index():
+    if not THEOREMS.exists():
+        pytest.skip(f"{THEOREMS} not found (outside the project workspace); CI has it")
+    ids = set(re.findall(r"^\|\s*([a-z][a-z0-9]*(?:-[a-z0-9]+)+)\s*\|", THEOREMS.read_text(), re.M))
+    assert len(ids) > 40, "THEOREMS.md parsed to too few ids: has its table format changed?"
+    linked, pending, _ = index_tables()
+    listed = set(linked) | set(pending)
+    assert ids - listed == set(), (
+        f"ids of THEOREMS.md missing from the index: {sorted(ids - listed)}"
+    )
+    assert listed - ids == set(), f"ids in the index unknown to THEOREMS.md: {sorted(listed - ids)}"
+
+
+def test_index_names_existing_functions_and_tests():
+    _, _, rows = index_tables()
+    for result, row in rows.items():
+        functions = re.findall(r"`companion\.(\w+)\.(\w+)`", row)
+        assert functions, f"row of {result} names no companion function"
+        for module, name in functions:
+            assert hasattr(importlib.import_module(f"companion.{module}"), name), (
+                f"{result}: companion.{module}.{name} does not exist"
+            )
+        tests = re.findall(r"`(tests/test_\w+\.py)::(test_\w+)`", row)
+        assert tests, f"row of {result} names no test"
+        for file, name in tests:
+            path = ROOT / file
+            assert path.exists(), f"{result}: {file} does not exist"
+            assert re.search(rf"^\s*def {name}\(", path.read_text(), re.M), (
+                f"{result}: {file} has no test {name}"
+            )
+
+
+def test_api_reference_documents_every_module():
+    modules = {
+        p.stem for p in (ROOT / "src" / "companion").glob("*.py") if not p.stem.startswith("_")
+    }
+    documented = set(
+        re.findall(r"^\.\. automodule:: companion\.(\w+)", (APPENDIX / "api.md").read_text(), re.M)
+    )
+    assert modules - documented == set(), (
+        f"modules missing from the API reference: {modules - documented}"
+    )
+    assert documented - modules == set(), (
+        f"API reference names unknown modules: {documented - modules}"
+    )
+
+
+def test_appendices_are_a_part_just_before_the_back_matter():
+    parts = yaml.safe_load((ROOT / "_toc.yml").read_text())["parts"]
+    captions = [part["caption"] for part in parts]
+    assert "Appendices" in captions and "Back matter" in captions
+    assert captions.index("Appendices") + 1 == captions.index("Back matter")
+    files = [entry["file"] for entry in parts[captions.index("Appendices")]["chapters"]]
+    for name in ("computing_at_scale", "api", "theorem_index", "reproducibility"):
+        assert f"book/appendix/{name}" in files, f"book/appendix/{name} is not in _toc.yml"
+
+
+def stored_results() -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
+
+
+def test_stored_results_have_uniform_provenance():
+    results = stored_results()
+    expected = {"thresholds", "simulation", "jacobians", "sharpness", "book"}
+    assert expected <= set(results), f"missing results: {expected - set(results)}"
+    keys = {name: set(data["provenance"]) for name, data in results.items()}
+    first = next(iter(keys.values()))
+    assert {"date", "machine", "cpu_count", "python", "numpy", "scipy", "companion"} <= first
+    assert all(k == first for k in keys.values()), f"provenance keys differ: {keys}"
