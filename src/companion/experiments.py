@@ -38,7 +38,6 @@ import json
 import math
 import multiprocessing
 import os
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -46,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._progress import show_progress
 from ._validation import check_batch_size, check_lr, check_positive_int
 
 __all__ = [
@@ -65,7 +65,6 @@ __all__ = [
 SCALE_ENV = "COMPANION_SCALE"
 #: Environment variable forcing progress bars on ("1") or off ("0"); the same variable
 #: ``companion.training`` reads.
-PROGRESS_ENV = "COMPANION_PROGRESS"
 
 
 # ----------------------------------------------------------------------------------------
@@ -221,14 +220,6 @@ class SerialExecutor(Executor):
         return future
 
 
-def _show_progress(progress) -> bool:
-    if progress is not None:
-        return bool(progress)
-    env = os.environ.get(PROGRESS_ENV)
-    if env in ("0", "1"):
-        return env == "1"
-    return sys.stdout.isatty()
-
 
 def _default_executor(jobs: int, max_workers: int | None) -> Executor:
     workers = max_workers if max_workers is not None else (os.cpu_count() or 1)
@@ -315,7 +306,7 @@ def sweep(
     todo = [(k, p) for k, p in zip(keys, points, strict=True) if k not in done]
 
     bar = None
-    if _show_progress(progress):
+    if show_progress(progress):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(points), initial=len(points) - len(todo), desc="sweep")

@@ -226,6 +226,20 @@ def _as_gram(gram, num_outputs) -> tuple[np.ndarray, int, int]:
     return 0.5 * (g + g.T), n, k
 
 
+def _gram_input(jacobians, gram, num_outputs) -> tuple[np.ndarray | None, np.ndarray, int, int]:
+    """Exactly one of ``jacobians`` (n, d) / (n, K, d) and ``gram``: (J or None, G, n, K)."""
+    if (jacobians is None) == (gram is None):
+        raise ValueError("give exactly one of jacobians and gram")
+    if jacobians is None:
+        g, n, k = _as_gram(gram, num_outputs)
+        return None, g, n, k
+    if num_outputs is not None:
+        raise ValueError("num_outputs is read from the jacobians; give it only with gram")
+    jac = as_jacobians(jacobians)
+    n, k, _ = jac.shape
+    return jac, _gram_matrix(jac), n, k
+
+
 def _reduce_gauss_newton(jacobians, gram, num_outputs) -> _Reduced:
     r"""Gauss-Newton Hessians :math:`H_i = J_i^\top J_i` in the basis of the Gram matrix.
 
@@ -236,17 +250,7 @@ def _reduce_gauss_newton(jacobians, gram, num_outputs) -> _Reduced:
     :math:`A_i` the :math:`K` rows of sample :math:`i`. Nothing of size :math:`d` is formed
     besides :math:`J` and :math:`G`.
     """
-    if (jacobians is None) == (gram is None):
-        raise ValueError("give exactly one of jacobians and gram")
-    if jacobians is not None:
-        if num_outputs is not None:
-            raise ValueError("num_outputs is read from the jacobians; give it only with gram")
-        jac = as_jacobians(jacobians)
-        n, k, _ = jac.shape
-        g = _gram_matrix(jac)
-    else:
-        jac = None
-        g, n, k = _as_gram(gram, num_outputs)
+    jac, g, n, k = _gram_input(jacobians, gram, num_outputs)
     gamma, vecs = np.linalg.eigh(g)
     if gamma.size and gamma[0] < -1e-8 * max(abs(gamma[-1]), 1e-300):
         raise ValueError(f"gram must be positive semi-definite: smallest eigenvalue {gamma[0]:.3g}")
@@ -646,16 +650,7 @@ def ms_necessary_bounds_gn(
     :math:`\|H_i\|_F = \|G_{ii}\|_F`. Arguments as in ``generalized_sharpness_gn``.
     """
     replacement = check_replacement(replacement)
-    if (jacobians is None) == (gram is None):
-        raise ValueError("give exactly one of jacobians and gram")
-    if jacobians is not None:
-        if num_outputs is not None:
-            raise ValueError("num_outputs is read from the jacobians; give it only with gram")
-        jac = as_jacobians(jacobians)
-        n, k, _ = jac.shape
-        g = _gram_matrix(jac)
-    else:
-        g, n, k = _as_gram(gram, num_outputs)
+    _, g, n, k = _gram_input(jacobians, gram, num_outputs)
     p = batch_noise_factor(n, batch_size, replacement)
     gamma, vecs = np.linalg.eigh(g)
     top, u = float(gamma[-1]), vecs[:, -1]

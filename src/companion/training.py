@@ -19,13 +19,12 @@ descent. No momentum, no weight decay.
 from __future__ import annotations
 
 import math
-import os
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from ._progress import show_progress
 from ._validation import check_batch_size, check_lr, check_positive_int, check_replacement
 from .data import as_xy
 from .models import first_layer, trainable_parameters
@@ -34,7 +33,6 @@ from .sampling import sample_batches
 __all__ = ["History", "fit_last_layer", "square_loss", "train"]
 
 #: Environment variable forcing the progress bar on ("1") or off ("0").
-PROGRESS_ENV = "COMPANION_PROGRESS"
 
 _BATCH_BLOCK = 1024  # batches drawn per call of the sampler
 
@@ -109,14 +107,6 @@ def square_loss(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor) -> tor
     r""":math:`\frac{1}{2m}\sum_{i=1}^m\|f(x_i) - y_i\|^2` on the given samples (a tensor)."""
     return ((model(X) - y) ** 2).sum() / (2 * X.shape[0])
 
-
-def _show_progress(progress) -> bool:
-    if progress is not None:
-        return bool(progress)
-    env = os.environ.get(PROGRESS_ENV)
-    if env in ("0", "1"):
-        return env == "1"
-    return sys.stdout.isatty()
 
 
 def _first_layer_norm(model: torch.nn.Module) -> float:
@@ -233,7 +223,7 @@ def train(
         sh_vals.append(float(top_eigenvalues(op, 1, tol=1e-8)[0]))
 
     bar = None
-    if _show_progress(progress):
+    if show_progress(progress):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, desc="SGD", leave=False)
