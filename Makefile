@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NBVAL_DIR := _build/nbval
 JB_FLAGS := -n -W --keep-going
+# Notebooks executed by the build and the tests skip interactive widgets (see ch05).
+export COMPANION_HEADLESS := 1
 
 .PHONY: help venv book html test test-package lint nbval chapter bench clean
 

@@ -50,6 +50,7 @@ def execute(chapter: str) -> dict:
 
 def main(argv: list[str]) -> int:
     os.environ.setdefault("COMPANION_SCALE", "book")
+    os.environ.setdefault("COMPANION_HEADLESS", "1")  # as `make book`: no interactive widgets
     chapters = argv or notebook_chapters()
     rows, failed = [], []
     for chapter in chapters:
