@@ -32,7 +32,7 @@ def rank_one_instance(rng, replacement):
 
 
 def exact_threshold(hs, b, k, replacement):
-    """k-th order threshold: exact for k = 1, 2, 3; for k = 4 the (smaller) sufficient one."""
+    """k-th order threshold (exact for every k; see kth_order_threshold) at which to test."""
     if k == 2:
         return ms_threshold(hs, b, replacement)
     return kth_order_threshold(hs, b, k, replacement=replacement)

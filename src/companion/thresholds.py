@@ -832,8 +832,11 @@ def kth_order_threshold(
       :math:`2/\lambda_{\max}(H)`;
     * :math:`k = 2`: exact, equal to ``ms_threshold`` (the top eigenvector of the symmetric
       Kronecker system is PSD, MM Thm 6);
-    * even :math:`k > 2`: :math:`\rho \le 1` on symmetric tensors is *sufficient*; MY Thm 1
-      only asks for contraction on PSD symmetric tensors, so the true threshold may be larger.
+    * even :math:`k > 2`: also exact. MY Thm 1 only asks for contraction on the cone of PSD
+      symmetric tensors, but the powers :math:`v^{\otimes k}` of that cone span all symmetric
+      tensors and the deterministic start :math:`x_0 = v` has :math:`\mathbb E x_0^{\otimes k} =
+      v^{\otimes k}`, so an eigenvalue of modulus :math:`> 1` anywhere on symmetric tensors makes
+      some moment grow (proved in the book's chapter on higher moments).
 
     Parameters
     ----------
