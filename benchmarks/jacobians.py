@@ -17,7 +17,7 @@ import torch
 from _common import best_time, write_result
 
 from companion.data import load
-from companion.jacobians import parameter_jacobian
+from companion.jacobians import parameter_jacobian, parameter_jacobian_loop
 from companion.models import make_model, num_parameters
 
 TARGET = 10.0
@@ -28,19 +28,6 @@ CASES = {
 }
 
 
-def loop_jacobian(model: torch.nn.Module, X: torch.Tensor) -> np.ndarray:
-    params = [p for p in model.parameters() if p.requires_grad]
-    rows = []
-    for x in X:
-        out = model(x[None])[0]
-        per_output = []
-        for k in range(out.shape[0]):
-            grads = torch.autograd.grad(out[k], params, retain_graph=k + 1 < out.shape[0])
-            per_output.append(torch.cat([g.reshape(-1) for g in grads]))
-        rows.append(torch.stack(per_output))
-    return torch.stack(rows).detach().numpy()
-
-
 def run_case(name: str) -> dict:
     classes, n_per_class, widths = CASES[name]
     data = load("digits", classes=classes, n_per_class=n_per_class)
@@ -48,7 +35,7 @@ def run_case(name: str) -> dict:
     X = data.X_train
     parameter_jacobian(model, X[:2])  # warm-up: the first torch.func call builds machinery
     t_func, jac = best_time(lambda: parameter_jacobian(model, X), repeat=5)
-    t_loop, ref = best_time(lambda: loop_jacobian(model, X))
+    t_loop, ref = best_time(lambda: parameter_jacobian_loop(model, X))
     err = float(np.max(np.abs(jac - ref)) / np.max(np.abs(ref)))
     n, k, d = jac.shape
     ratio = t_loop / t_func

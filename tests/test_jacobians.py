@@ -16,6 +16,7 @@ from companion.jacobians import (
     input_gradients,
     operator_norm_bounds,
     parameter_jacobian,
+    parameter_jacobian_loop,
     preactivation_gradients,
 )
 from companion.models import make_model
@@ -27,19 +28,6 @@ EXACT = 1e-12
 def _inputs(n, shape=(6,), seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, *shape, dtype=torch.float64, generator=g)
-
-
-def _loop_jacobian(model, X):
-    params = [p for p in model.parameters() if p.requires_grad]
-    rows = []
-    for x in X:
-        out = model(x[None])[0]
-        per_output = []
-        for k in range(out.shape[0]):
-            grads = torch.autograd.grad(out[k], params, retain_graph=True)
-            per_output.append(torch.cat([g.reshape(-1) for g in grads]))
-        rows.append(torch.stack(per_output))
-    return torch.stack(rows).detach().numpy()
 
 
 MODELS = {
@@ -55,7 +43,7 @@ SHAPES = {"mlp": (6,), "cnn": (16,)}
 def test_parameter_jacobian_equals_a_per_sample_loop(kind):
     model, X = MODELS[kind](), _inputs(5, SHAPES[kind])
     jac = parameter_jacobian(model, X, chunk_size=2)
-    loop = _loop_jacobian(model, X)
+    loop = parameter_jacobian_loop(model, X)
     assert jac.shape == loop.shape and jac.dtype == np.float64
     assert np.max(np.abs(jac - loop)) <= EXACT * max(1.0, np.max(np.abs(loop)))
 

@@ -35,7 +35,12 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 
 from ._validation import check_dense_size, check_positive_int
 from .data import as_xy
-from .models import as_float64, first_layer_parameters, trainable_parameters
+from .models import (
+    as_float64,
+    check_output_shape,
+    first_layer_parameters,
+    trainable_parameters,
+)
 
 __all__ = [
     "CountingOperator",
@@ -99,13 +104,7 @@ def _curvature_operator(
     X, y = as_xy(data, torch.float64)
     batch_size = check_positive_int(batch_size, "batch_size")
     n = int(X.shape[0])
-    with torch.no_grad():
-        out = model(X[:1])
-    if out.shape[1:] != y.shape[1:]:
-        raise ValueError(
-            f"model outputs {tuple(out.shape[1:])} per sample but targets are "
-            f"{tuple(y.shape[1:])}"
-        )
+    check_output_shape(model, X, y)
     batches = [(X[s : s + batch_size], y[s : s + batch_size]) for s in range(0, n, batch_size)]
     cls = {"hessian": curvlinops.HessianLinearOperator, "ggn": curvlinops.GGNLinearOperator}[kind]
     op = cls(

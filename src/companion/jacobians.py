@@ -43,6 +43,7 @@ __all__ = [
     "input_gradients",
     "operator_norm_bounds",
     "parameter_jacobian",
+    "parameter_jacobian_loop",
     "preactivation_gradients",
 ]
 
@@ -127,6 +128,27 @@ def parameter_jacobian(model: torch.nn.Module, X, chunk_size: int = 1024) -> np.
     fn = _Functional(model, X)
     check_dense_size(fn.n * fn.K * fn.d, "the parameter Jacobian", "gram_matrix")
     return fn.jacobian(fn.names, fn.X, _chunk(chunk_size)).numpy()
+
+
+def parameter_jacobian_loop(model: torch.nn.Module, X) -> np.ndarray:
+    r"""The same :math:`J` as :func:`parameter_jacobian`, one backward pass per sample and output.
+
+    The naive method: a Python loop over samples and outputs calling ``torch.autograd.grad``.
+    It is the independent reference in the tests and the baseline of
+    ``benchmarks/jacobians.py``; use :func:`parameter_jacobian` for real work.
+    """
+    model = as_float64(model)
+    X = as_inputs(X, torch.float64)
+    params = [p for _, p in trainable_parameters(model)]
+    rows = []
+    for x in X:
+        out = model(x[None])[0]
+        per_output = []
+        for k in range(out.shape[0]):
+            grads = torch.autograd.grad(out[k], params, retain_graph=k + 1 < out.shape[0])
+            per_output.append(torch.cat([g.reshape(-1) for g in grads]))
+        rows.append(torch.stack(per_output))
+    return torch.stack(rows).detach().numpy()
 
 
 def input_gradients(model: torch.nn.Module, X, chunk_size: int = 1024) -> np.ndarray:

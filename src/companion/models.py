@@ -31,6 +31,7 @@ __all__ = [
     "MLP",
     "SmallCNN",
     "as_float64",
+    "check_output_shape",
     "first_layer",
     "first_layer_parameters",
     "make_model",
@@ -256,3 +257,14 @@ def as_float64(model: nn.Module) -> nn.Module:
     if all(t.dtype == torch.float64 for t in tensors if t.is_floating_point()):
         return model
     return copy.deepcopy(model).to(torch.float64)
+
+
+def check_output_shape(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> None:
+    """Refuse a model whose per-sample output shape differs from the targets' (``ValueError``)."""
+    with torch.no_grad():
+        out = model(X[:1])
+    if out.shape[1:] != y.shape[1:]:
+        raise ValueError(
+            f"model outputs {tuple(out.shape[1:])} per sample but targets are "
+            f"{tuple(y.shape[1:])}"
+        )

@@ -27,7 +27,7 @@ import torch
 from ._progress import show_progress
 from ._validation import check_batch_size, check_lr, check_positive_int, check_replacement
 from .data import as_xy
-from .models import first_layer, trainable_parameters
+from .models import check_output_shape, first_layer, trainable_parameters
 from .sampling import sample_batches
 
 __all__ = ["History", "fit_last_layer", "square_loss", "train"]
@@ -192,13 +192,7 @@ def train(
     record_every = check_positive_int(record_every, "record_every")
     if sharpness_every is not None:
         sharpness_every = check_positive_int(sharpness_every, "sharpness_every")
-    with torch.no_grad():
-        out = model(X[:1])
-    if out.shape[1:] != y.shape[1:]:
-        raise ValueError(
-            f"model outputs {tuple(out.shape[1:])} per sample but targets are "
-            f"{tuple(y.shape[1:])}"
-        )
+    check_output_shape(model, X, y)
 
     if num_threads is not None:
         num_threads = check_positive_int(num_threads, "num_threads")
