@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from ._validation import as_float_array, check_dense_size, check_lr, check_symmetric_psd
+from ..validation import as_float_array, check_dense_size, check_lr, check_symmetric_psd
 
 #: Slack allowed when a spectral radius is compared with 1. Eigenvalues of a dense
 #: d x d (or d^2 x d^2) matrix carry a backward error of order eps times its norm

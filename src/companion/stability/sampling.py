@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ._validation import check_batch_size, check_positive_int, check_replacement
+from ..validation import check_batch_size, check_positive_int, check_replacement
 
 
 def batch_noise_factor(n: int, batch_size: int, replacement: bool = False) -> float:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from ._validation import check_positive_int
+from ..validation import check_positive_int
 
 __all__ = [
     "OPENML_DATASETS",

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from ._validation import (
+from ..validation import (
     as_float_array,
     as_hessians,
     check_dense_size,
@@ -42,6 +42,7 @@ from .sampling import batch_noise_factor, enumerate_batches, number_of_batches
 __all__ = [
     "kron_operators",
     "moment_operator",
+    "moment_operator_coefficients",
     "second_moment_map",
     "second_moment_operator",
     "symmetric_tensor_basis",
@@ -335,7 +336,7 @@ def _interleaved_to_operator(tensor: np.ndarray, k: int) -> np.ndarray:
     return tensor.transpose(perm).reshape(d**k, d**k)
 
 
-def _moment_operator_coefficients(
+def moment_operator_coefficients(
     hs: np.ndarray,
     batch_size: int,
     order: int,
@@ -347,8 +348,17 @@ def _moment_operator_coefficients(
 
     :math:`M_m = \sum_{|S| = m}\mathbb E[\hat H^{\otimes S}]\otimes I^{\otimes([k]\setminus S)}`.
     With ``symmetric`` the matrices are :math:`P^\top M_m P` in the basis of
-    ``symmetric_tensor_basis``.
+    ``symmetric_tensor_basis``. :math:`T_k` is a polynomial of degree :math:`k` in
+    :math:`\eta`, so a scan over learning rates builds these once (``kth_order_threshold``).
+
+    Parameters
+    ----------
+    hs : numpy.ndarray, shape (n, d, d)
+        Per-sample Hessians (validated by the caller).
+    batch_size, order, replacement, method, symmetric
+        As in :func:`moment_operator`.
     """
+    hs = as_hessians(hs, "hs")
     n, d, _ = hs.shape
     if method not in _MOMENT_METHODS:
         raise ValueError(f"method must be one of {_MOMENT_METHODS}, got {method!r}")
@@ -448,7 +458,7 @@ def moment_operator(
     batch_noise_factor(hs.shape[0], batch_size, replacement)  # validates batch_size
     if not isinstance(symmetric, bool | np.bool_):
         raise TypeError(f"symmetric must be True or False, got {type(symmetric).__name__}")
-    coefficients = _moment_operator_coefficients(
+    coefficients = moment_operator_coefficients(
         hs, batch_size, order, replacement, method, bool(symmetric)
     )
     out = coefficients[0].copy()

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from ._validation import (
+from ..validation import (
     as_float_array,
     as_hessians,
     check_batch_size,
@@ -42,7 +42,7 @@ from ._validation import (
 )
 from .operators import kron_operators, second_moment_map, second_moment_operator
 from .sampling import batch_noise_factor, sample_batches
-from .thresholds import _kept
+from .curvature import range_mask
 
 #: Entries (float64) one block of per-trajectory products may hold during simulation.
 _GATHER_ENTRIES = 2**22
@@ -81,11 +81,11 @@ def _setup(hessians, lr, batch_size, replacement):
 def _range_basis(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Orthonormal eigenvectors (columns) of the PSD ``h`` spanning its range, and eigenvalues.
 
-    Uses the rank cut-off of :mod:`companion.thresholds` (relative ``1e-10``), so that
+    Uses the package's rank rule :func:`companion.stability.curvature.range_mask`, so that
     "below the threshold" means the same here as in ``ms_threshold``.
     """
     evals, evecs = np.linalg.eigh(h)
-    keep = _kept(evals)
+    keep = range_mask(evals)
     return evecs[:, keep], evals[keep]
 
 

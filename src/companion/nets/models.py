@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._validation import check_positive_int
+from ..validation import check_positive_int
 
 __all__ = [
     "ACTIVATIONS",

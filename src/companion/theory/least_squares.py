@@ -35,7 +35,7 @@ import numpy as np
 from scipy.optimize import linprog
 from scipy.special import expit, log_expit
 
-from ._validation import as_float_array, check_dense_size, check_lr, check_positive_int
+from ..validation import as_float_array, check_dense_size, check_lr, check_positive_int
 
 # ----------------------------------------------------------------------------------------
 # input checks local to this module

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import LinearOperator, eigsh
 
-from ._validation import check_dense_size, check_positive_int
+from ..validation import check_dense_size, check_positive_int
 from .data import as_xy
 from .models import (
     as_float64,

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._progress import show_progress
-from ._validation import check_batch_size, check_lr, check_positive_int, check_replacement
+from ..progress import show_progress
+from ..validation import check_batch_size, check_lr, check_positive_int, check_replacement
 from .data import as_xy
 from .models import check_output_shape, first_layer, trainable_parameters
-from .sampling import sample_batches
+from ..stability.sampling import sample_batches
 
 __all__ = ["History", "fit_last_layer", "square_loss", "train"]
 
@@ -210,7 +210,7 @@ def train(
         return value
 
     def record_sharpness(t: int) -> None:
-        from .hessian_ops import loss_hessian_operator, top_eigenvalues
+        from .curvature_ops import loss_hessian_operator, top_eigenvalues
 
         op = loss_hessian_operator(model, (X, y))
         sh_steps.append(t)

@@ -6,6 +6,7 @@ expected; nothing downstream ever sees a NaN or a silently wrong shape.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -129,3 +130,39 @@ def check_dense_size(n_entries: int, what: str, alternative: str, limit: int | N
             f"{what} would need {nbytes / 1024**3:.1f} GiB as a dense float64 array "
             f"(limit {limit / 1024**3:.1f} GiB); use {alternative} instead"
         )
+
+
+def as_points(x, name: str) -> np.ndarray:
+    """Points as a finite float64 ``(n, d)`` array (images are flattened)."""
+    arr = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
+    arr = as_float_array(arr, name)
+    if arr.ndim < 2:
+        raise ValueError(f"{name} must have shape (n, features...), got {arr.shape}")
+    if arr.shape[0] < 1 or math.prod(arr.shape[1:]) < 1:
+        raise ValueError(f"{name} must hold at least one point, got shape {arr.shape}")
+    return arr.reshape(arr.shape[0], -1)
+
+
+def as_flat_vector(x, name: str) -> np.ndarray:
+    """One point (any shape, numpy or torch) as a flat float64 vector."""
+    arr = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x)
+    return as_float_array(arr, name).reshape(-1)
+
+
+def check_positive(value, name: str, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    ok = value >= 0 if allow_zero else value > 0
+    if not (np.isfinite(value) and ok):
+        want = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {want}, got {value}")
+    return value
+
+
+def check_fraction(value, name: str) -> float:
+    value = check_positive(value, name, allow_zero=True)
+    if value > 1:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return value
+

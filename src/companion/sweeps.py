@@ -1,4 +1,4 @@
-r"""Resumable parameter sweeps, problem sizes, and the measurement of one trained minimum.
+r"""Resumable parameter sweeps over grids, and the problem sizes of the book's experiments.
 
 The experiments of Part IV train many small networks, one per point of a grid of learning
 rates :math:`\eta`, batch sizes :math:`B` and seeds, and measure the minimum each run
@@ -10,11 +10,9 @@ finds (:cite:p:`wu2018sgd`, :cite:p:`ma2021linear`, :cite:p:`mulayoff2024exact`)
   points that were running; calling it again skips every point already in the file.
 * :func:`scale` reads ``COMPANION_SCALE`` (``book``, the default, or ``paper``) and returns
   the problem sizes to use (:class:`Scale`).
-* :func:`train_minimum` trains one network and returns the statistics of the point it
-  reached (:func:`minimum_statistics`): sharpness, non-uniformity, the exact generalized
-  sharpness and :math:`\eta^*(B)`, the bounds of MM Prop. 3, first-layer gradients and the
-  history of :math:`\|W_1\|_2`. It is a plain module-level function of JSON values, so it
-  can be sent to worker processes or to a Dask cluster.
+* the function swept is any module-level function of JSON values, so it can be sent to
+  worker processes or to a Dask cluster; :func:`companion.nets.minima.train_minimum`
+  trains one network and measures the minimum it reaches.
 
 Running on more than one machine
 --------------------------------
@@ -27,8 +25,7 @@ Running on more than one machine
 
 Results travel back to the machine that calls ``sweep``, which alone writes the file.
 
-This module does not import torch; :func:`train_minimum` and :func:`minimum_statistics`
-import it when called.
+This module does not import torch.
 """
 
 from __future__ import annotations
@@ -45,8 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._progress import show_progress
-from ._validation import check_batch_size, check_lr, check_positive_int
+from .progress import show_progress
+from .validation import check_batch_size, check_lr, check_positive_int
 
 __all__ = [
     "SCALE_ENV",
@@ -54,11 +51,9 @@ __all__ = [
     "SerialExecutor",
     "load_results",
     "make_grid",
-    "minimum_statistics",
     "point_key",
     "scale",
     "sweep",
-    "train_minimum",
 ]
 
 #: Environment variable selecting the problem sizes (``book`` or ``paper``).
@@ -430,191 +425,3 @@ def scale(name: str | None = None) -> Scale:
     if key not in _SCALES:
         raise ValueError(f"{SCALE_ENV} / name must be one of {', '.join(_SCALES)}; got {name!r}")
     return _SCALES[key]
-
-
-# ----------------------------------------------------------------------------------------
-# one trained minimum
-# ----------------------------------------------------------------------------------------
-
-
-def minimum_statistics(
-    model, data, batch_size: int, replacement: bool = False, *, rank_one: bool = False
-) -> dict:
-    r"""Linear-stability statistics of ``model`` at its current parameters on ``data``.
-
-    Everything is computed in the Gram space of the per-sample Jacobians (``nK x nK``,
-    float64), with :math:`H_i = J_i^\top J_i` the Gauss–Newton per-sample Hessians, equal
-    to the loss Hessians at an interpolating minimum:
-
-    * ``sharpness`` :math:`a = \lambda_{\max}(H)`, ``non_uniformity``
-      :math:`s = \sqrt{\lambda_{\max}(\Sigma)}` (:cite:p:`wu2018sgd`), ``trace``
-      :math:`\mathrm{Tr}\,H`;
-    * ``generalized_sharpness`` :math:`\lambda_{\max}(C^\dagger D)` and ``ms_threshold``
-      :math:`\eta^* = 2/\lambda_{\max}(C^\dagger D)` for ``batch_size``
-      (:cite:p:`mulayoff2024exact` Thm 3);
-    * ``bound_top_eigenvector`` and ``bound_trace``: the upper bounds (15) and (16) on
-      :math:`\eta^*` (MM Prop. 3), and ``rank_one`` the rank-one lower bound on the
-      generalized sharpness when ``rank_one`` is set;
-    * ``g_W`` and ``g_x`` (:math:`k = 1`, :cite:p:`ma2021linear` eq. (5)), ``first_layer_norm``
-      :math:`\|W_1\|_2`;
-    * ``loss``, the training loss :math:`\frac1{2n}\sum_i\|f_i-y_i\|^2`, and ``noise_factor``
-      :math:`p`.
-
-    Returns a dict of floats (JSON values).
-    """
-    import torch
-
-    from .data import as_xy
-    from .diagnosis import gram_curvature
-    from .jacobians import first_layer_gradients, gram_matrix, parameter_jacobian
-    from .models import as_float64
-    from .sampling import batch_noise_factor
-    from .thresholds import generalized_sharpness_gn, ms_necessary_bounds_gn, rank_one_bound_gn
-    from .training import _first_layer_norm, square_loss
-
-    model = as_float64(model)
-    X, y = as_xy(data, torch.float64)
-    n = int(X.shape[0])
-    batch_size = check_batch_size(batch_size, n, replacement)
-    k = int(y.shape[1])
-    gram = gram_matrix(model, X)
-    curvature = gram_curvature(gram, num_outputs=k)
-    gen = generalized_sharpness_gn(None, batch_size, replacement, gram=gram, num_outputs=k)
-    bounds = ms_necessary_bounds_gn(None, batch_size, replacement, gram=gram, num_outputs=k)
-    grads = first_layer_gradients(model, X, k=1)
-    with torch.no_grad():
-        loss = float(square_loss(model, X, y))
-    out = {
-        "loss": loss,
-        "noise_factor": batch_noise_factor(n, batch_size, replacement),
-        "sharpness": curvature.sharpness,
-        "non_uniformity": curvature.non_uniformity,
-        "trace": curvature.trace,
-        "generalized_sharpness": gen,
-        "ms_threshold": math.inf if gen <= 0 else 2.0 / gen,
-        "bound_top_eigenvector": float(bounds.top_eigenvector),
-        "bound_trace": float(bounds.trace),
-        "g_W": grads.g_W,
-        "g_x": grads.g_x,
-        "first_layer_norm": _first_layer_norm(model),
-    }
-    if rank_one:
-        jac = parameter_jacobian(model, X)
-        out["rank_one"] = float(rank_one_bound_gn(jac, batch_size, replacement)[0])
-    return out
-
-
-def train_minimum(
-    lr: float,
-    batch_size: int,
-    seed: int = 0,
-    *,
-    init_seed: int | None = None,
-    dataset: str = "digits",
-    classes: Sequence = (0, 1),
-    n_per_class: int = 25,
-    data_seed: int = 0,
-    widths: Sequence[int] = (32,),
-    activation: str = "tanh",
-    steps: int = 3000,
-    tol: float = 1e-7,
-    replacement: bool = False,
-    rank_one: bool = False,
-    record_every: int = 10,
-) -> dict:
-    r"""Train a seeded MLP with SGD :math:`(\eta, B)` and measure the minimum it reaches.
-
-    Loads ``dataset`` (two classes, targets :math:`\pm1`, float64), builds
-    ``make_model("mlp", seed=init_seed)`` and runs :func:`companion.training.train`
-    (square loss :math:`\frac1{2n}\sum_i(f_i-y_i)^2`, batches drawn independently at every
-    step, stop once the loss is at most ``tol``). A module-level function of JSON values,
-    for :func:`sweep`.
-
-    Parameters
-    ----------
-    lr, batch_size, seed
-        :math:`\eta`, :math:`B` and the seed of the batch sampling (and of the
-        initialisation unless ``init_seed`` is given). ``batch_size = n`` is GD.
-    init_seed : int, optional
-        Seed of the initialisation (default ``seed``); fix it to start every run from the
-        same point.
-    dataset, classes, n_per_class, data_seed
-        Passed to :func:`companion.data.load`.
-    widths, activation
-        Of the :class:`companion.models.MLP`.
-    steps, tol, replacement, record_every
-        Passed to :func:`companion.training.train`.
-    rank_one : bool
-        Also compute the rank-one lower bound (see :func:`minimum_statistics`).
-
-    Returns
-    -------
-    dict
-        ``lr``, ``batch_size``, ``seed``, ``n``, ``d``, ``interpolated``, ``diverged``,
-        ``steps_taken``, ``final_loss``, ``norm_steps`` and ``norm_history`` (the recorded
-        :math:`\|W_1\|_2`), and, unless the run diverged, every entry of
-        :func:`minimum_statistics` for ``batch_size``.
-    """
-    import torch
-
-    from .data import load
-    from .models import make_model, num_parameters
-    from .training import train
-
-    lr = check_lr(lr)
-    seed = check_positive_int(seed, "seed", minimum=0)
-    init_seed = seed if init_seed is None else check_positive_int(init_seed, "init_seed", 0)
-    data = load(dataset, classes=list(classes), n_per_class=n_per_class, seed=data_seed)
-    model = make_model(
-        "mlp",
-        seed=init_seed,
-        in_dim=data.in_dim,
-        widths=tuple(widths),
-        out_dim=data.out_dim,
-        activation=activation,
-    )
-    try:
-        history = train(
-            model,
-            data,
-            lr=lr,
-            batch_size=batch_size,
-            steps=steps,
-            tol=tol,
-            replacement=replacement,
-            seed=seed,
-            record_every=record_every,
-            progress=False,
-        )
-    except torch.linalg.LinAlgError:
-        # the weights overflowed to inf/NaN between two loss checks and the norm of W1
-        # could not be computed: the run diverged
-        return {
-            "lr": lr,
-            "batch_size": int(batch_size),
-            "seed": seed,
-            "n": data.n,
-            "d": num_parameters(model),
-            "interpolated": False,
-            "diverged": True,
-            "steps_taken": None,
-            "final_loss": math.inf,
-            "norm_steps": [],
-            "norm_history": [],
-        }
-    out = {
-        "lr": lr,
-        "batch_size": int(batch_size),
-        "seed": seed,
-        "n": data.n,
-        "d": num_parameters(model),
-        "interpolated": bool(history.interpolated),
-        "diverged": bool(history.diverged),
-        "steps_taken": int(history.steps_taken),
-        "final_loss": history.final_loss,
-        "norm_steps": history.steps.tolist(),
-        "norm_history": history.first_layer_norm.tolist(),
-    }
-    if not history.diverged:
-        out.update(minimum_statistics(model, data, batch_size, replacement, rank_one=rank_one))
-    return out

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import as_float_array, check_lr, check_positive_int
+from ..validation import as_float_array, check_lr, check_positive_int
 
 #: Coefficients c_i of the branch c_i (x - 1)^2 of f_1 and f_2.
 TWO_MINIMA_COEFFICIENTS = (0.1, 1.9)

@@ -33,107 +33,23 @@ boundary crosses the ray through the minimum (``diagram_points``).
 
 from __future__ import annotations
 
-import contextlib
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import as_float_array, as_hessians, check_lr, check_positive_int
-from .curvature import non_uniformity, sharpness
-from .sampling import batch_noise_factor
+from ..validation import as_float_array, as_hessians, check_lr, check_positive_int
+from ..stability.curvature import non_uniformity, sharpness
+from ..stability.bounds import wme_boundary
+from ..stability.sampling import batch_noise_factor
 
 __all__ = [
     "DiagramPoints",
-    "Timings",
     "bound_plot",
     "diagram_points",
     "place_minima",
     "stability_diagram",
-    "time_methods",
-    "wme_boundary",
-    "wme_region_contains",
 ]
-
-
-def _noise_factor(lr, batch_size, n, replacement) -> tuple[float, float]:
-    lr = check_lr(lr)
-    n = check_positive_int(n, "n")
-    return lr, batch_noise_factor(n, batch_size, replacement)
-
-
-def wme_boundary(
-    lr: float, batch_size: int, n: int, replacement: bool = False, num: int = 401
-) -> tuple[np.ndarray, np.ndarray]:
-    r"""Points of the boundary :math:`(1 - \eta a)^2 + \eta^2 p s^2 = 1`, :math:`s \ge 0`.
-
-    Parametrised by the angle :math:`\theta\in[0, \pi]`:
-    :math:`\eta a = 1 - \cos\theta`, :math:`\eta\sqrt p\, s = \sin\theta`, which spaces the
-    points evenly along the ellipse (a grid in :math:`a` would leave the steep ends at
-    :math:`a = 0` and :math:`a = 2/\eta` coarse). (:cite:p:`wu2018sgd`, :cite:p:`wu2020slides`.)
-
-    Parameters
-    ----------
-    lr : float
-        Learning rate :math:`\eta > 0`.
-    batch_size : int
-        Batch size :math:`B`.
-    n : int
-        Number of training samples (enters through :math:`p`).
-    replacement : bool
-        Sampling scheme (see ``batch_noise_factor``).
-    num : int
-        Number of points (at least 2).
-
-    Returns
-    -------
-    (sharpness, non_uniformity) : tuple of numpy.ndarray, each shape (num,)
-        From :math:`(0, 0)` to :math:`(2/\eta, 0)`. For :math:`p = 0` the boundary is the
-        vertical line :math:`a = 2/\eta`, returned as the two points
-        :math:`(2/\eta, 0)` and :math:`(2/\eta, \infty)`.
-    """
-    lr, p = _noise_factor(lr, batch_size, n, replacement)
-    num = check_positive_int(num, "num", minimum=2)
-    if p == 0:
-        return np.array([2.0 / lr, 2.0 / lr]), np.array([0.0, np.inf])
-    theta = np.linspace(0.0, np.pi, num)
-    a = (1.0 - np.cos(theta)) / lr
-    s = np.sin(theta) / (lr * np.sqrt(p))
-    # sin(pi) is 1e-16, not 0, and 1 - cos(pi) may round: pin the end points exactly.
-    s[0] = s[-1] = 0.0
-    a[0], a[-1] = 0.0, 2.0 / lr
-    return a, s
-
-
-def wme_region_contains(
-    sharpness_values,
-    non_uniformity_values,
-    lr: float,
-    batch_size: int,
-    n: int,
-    replacement: bool = False,
-    rtol: float = 1e-12,
-) -> np.ndarray:
-    r"""Whether :math:`(a, s)` satisfies :math:`(1 - \eta a)^2 + \eta^2 p s^2 \le 1`.
-
-    This is the one-dimensional stability condition of Wu, Ma and E (:cite:p:`wu2018sgd`,
-    :cite:p:`wu2020slides`): exact for :math:`d = 1`, a summary only for :math:`d > 1`
-    (see the module docstring). ``rtol`` absorbs rounding in the comparison with 1, so
-    points computed on the boundary count as inside.
-
-    Returns
-    -------
-    numpy.ndarray of bool
-        Broadcast shape of the two inputs. Negative :math:`a` or :math:`s` are refused.
-    """
-    lr, p = _noise_factor(lr, batch_size, n, replacement)
-    a = as_float_array(sharpness_values, "sharpness_values")
-    s = as_float_array(non_uniformity_values, "non_uniformity_values")
-    if np.any(a < 0) or np.any(s < 0):
-        raise ValueError("sharpness_values and non_uniformity_values must be >= 0")
-    value = (1.0 - lr * a) ** 2 + lr**2 * p * s**2
-    return np.asarray(value <= 1.0 + rtol)
 
 
 def stability_diagram(
@@ -174,7 +90,8 @@ def stability_diagram(
         The boundary line (its data are the boundary points; the fill is ``ax.patches[-1]``
         or ``ax.collections[-1]``).
     """
-    lr, p = _noise_factor(lr, batch_size, n, replacement)
+    lr = check_lr(lr)
+    p = batch_noise_factor(check_positive_int(n, "n"), batch_size, replacement)
     a, s = wme_boundary(lr, batch_size, n, replacement, num)
     if label is None:
         label = f"η = {lr:g}, B = {batch_size}"
@@ -275,7 +192,7 @@ def diagram_points(
     a = np.array([sharpness(h) for h in stacks])
     s = np.array([non_uniformity(h) for h in stacks])
     if thresholds is None:
-        from .thresholds import ms_threshold
+        from ..stability.thresholds import ms_threshold
 
         eta_star = np.array([ms_threshold(h, batch_size, replacement) for h in stacks])
     else:
@@ -377,101 +294,3 @@ def bound_plot(
     ax.set_xlabel("right-hand side (the bound)")
     ax.set_ylabel("left-hand side")
     return points
-
-
-# --------------------------------------------------------------------------------------
-# timing figures (appended for the book's timing plots; benchmarks/ does the real timing)
-# --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Timings:
-    """Output of :func:`time_methods`.
-
-    Attributes
-    ----------
-    seconds : dict of str to dict of int to float
-        ``seconds[method][size]``: best wall-clock time of one call, for every size the
-        method was run at.
-    results : dict of str to dict of int to object
-        ``results[method][size]``: what that call returned, so that the routes can be
-        compared with each other wherever all of them ran.
-    """
-
-    seconds: dict
-    results: dict
-
-
-def time_methods(
-    methods, sizes, repeat: int = 3, budget_s: float | None = None, single_thread: bool = True
-) -> Timings:
-    r"""Time several implementations of one computation over growing problem sizes.
-
-    For the small timing figures of the book (the benchmark suite in ``benchmarks/`` is the
-    place for real measurements). Each method is called as ``method(size)`` for the sizes in
-    increasing order; the best of ``repeat`` calls is kept (the minimum is the least noisy
-    estimate of the cost on a shared machine). Once one call of a method takes longer than
-    ``budget_s`` seconds, that method is not run at larger sizes, so a slow route cannot
-    blow the time budget of a chapter.
-
-    On a shared machine multi-threaded BLAS gives erratic timings (threads spin while other
-    processes hold the cores: a 144 x 144 eigenproblem can take 2 ms or 0.8 s). By default the
-    calls therefore run with BLAS limited to one thread (through ``threadpoolctl`` when it is
-    installed; it ships with scikit-learn), which compares the routes as algorithms.
-
-    Parameters
-    ----------
-    methods : dict of str to callable
-        Named callables taking the size (an int) and returning a result.
-    sizes : sequence of int
-        Problem sizes, positive; they are sorted.
-    repeat : int
-        Calls per method and size (>= 1).
-    budget_s : float, optional
-        Per-call time beyond which a method stops at the current size. Default: no limit.
-    single_thread : bool
-        Limit BLAS/OpenMP thread pools to one thread while timing (needs ``threadpoolctl``;
-        without it the setting has no effect).
-
-    Returns
-    -------
-    Timings
-    """
-    if not isinstance(methods, dict) or not methods:
-        raise TypeError("methods must be a non-empty dict of name -> callable(size)")
-    for name, fn in methods.items():
-        if not callable(fn):
-            raise TypeError(f"methods[{name!r}] must be callable, got {type(fn).__name__}")
-    sizes = sorted(check_positive_int(s, "sizes") for s in sizes)
-    if not sizes:
-        raise ValueError("sizes must hold at least one size")
-    repeat = check_positive_int(repeat, "repeat")
-    if budget_s is not None:
-        budget_s = check_lr(budget_s, "budget_s")
-    if not isinstance(single_thread, bool | np.bool_):
-        raise TypeError(f"single_thread must be True or False, got {type(single_thread).__name__}")
-    limiter = contextlib.nullcontext()
-    if single_thread:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-            pass
-        else:
-            limiter = threadpool_limits(limits=1)
-    with limiter:
-        return _time_methods(methods, sizes, repeat, budget_s)
-
-
-def _time_methods(methods, sizes, repeat, budget_s) -> Timings:
-    seconds: dict = {}
-    results: dict = {}
-    for name, fn in methods.items():
-        seconds[name], results[name] = {}, {}
-        for size in sizes:
-            best = float("inf")
-            for _ in range(repeat):
-                start = time.perf_counter()
-                out = fn(size)
-                best = min(best, time.perf_counter() - start)
-            seconds[name][size], results[name][size] = best, out
-            if budget_s is not None and best > budget_s:
-                break
-    return Timings(seconds=seconds, results=results)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._validation import as_float_array, check_lr, check_positive_int, check_replacement
+from ..validation import as_float_array, check_lr, check_positive_int, check_replacement
 from .data import as_xy
 from .jacobians import (
     DEFAULT_JACOBIAN_MEMORY,
@@ -43,7 +43,7 @@ from .jacobians import (
     parameter_jacobian,
 )
 from .models import as_float64, num_parameters
-from .sampling import batch_noise_factor
+from ..stability.sampling import batch_noise_factor
 
 __all__ = [
     "GramCurvature",
@@ -388,7 +388,7 @@ class StabilityReport:
         """
         import matplotlib.pyplot as plt
 
-        from .plotting import wme_boundary
+        from ..book.plotting import wme_boundary
 
         if fig is None:
             fig = plt.figure(figsize=(10, 3.8))
@@ -487,8 +487,8 @@ def diagnose(
     -------
     StabilityReport
     """
-    from . import bounds, thresholds
-    from .hessian_ops import loss_hessian_operator, top_eigenvalues
+    from ..stability import bounds, thresholds
+    from .curvature_ops import loss_hessian_operator, top_eigenvalues
 
     timings: dict[str, float] = {}
     notes: list[str] = []

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import (
+from ..validation import (
     as_float_array,
     as_hessians,
     as_jacobians,
@@ -23,7 +23,7 @@ from ._validation import (
     check_replacement,
     check_symmetric_psd,
 )
-from .curvature import non_uniformity, sharpness
+from .curvature import non_uniformity, range_mask, sharpness
 from .sampling import batch_noise_factor
 
 #: Relative slack when ``lhs <= rhs`` is decided. The sides are sums of at most a few
@@ -283,9 +283,7 @@ def worst_alignment_factor(jacobians) -> float:
     evals, evecs = np.linalg.eigh(g_mat)
     if evals[-1] <= 0:
         raise ValueError("jacobians are all zero: the alignment factor is undefined for G = 0")
-    # rank cut-off as in numpy.linalg.matrix_rank: eigenvalues below d * eps * lambda_max
-    # are rounding noise of a zero eigenvalue
-    keep = evals > evals[-1] * g_mat.shape[0] * np.finfo(float).eps
+    keep = range_mask(evals)  # the package's one rank rule
     u, lam = evecs[:, keep], evals[keep]
     m_mat = np.einsum("nab,bc,ncd->ad", hs, g_mat, hs) / n - g_mat @ g_mat @ g_mat
     m_r = u.T @ m_mat @ u
@@ -426,3 +424,85 @@ def moment_tensor_norms(samples, k: int = 2, weights=None) -> MomentTensorNorms:
     tensor_norm = float(np.sqrt(max(sq, 0.0)))
     lower = upper / w ** (k / 4) if k % 2 == 0 else None
     return MomentTensorNorms(k=k, tensor_norm=tensor_norm, upper=upper, lower=lower)
+
+
+# --------------------------------------------------------------------------------------
+# the Wu-Ma-E region in the (sharpness, non-uniformity) plane
+# --------------------------------------------------------------------------------------
+def _noise_factor(lr, batch_size, n, replacement) -> tuple[float, float]:
+    lr = check_lr(lr)
+    n = check_positive_int(n, "n")
+    return lr, batch_noise_factor(n, batch_size, replacement)
+
+
+def wme_boundary(
+    lr: float, batch_size: int, n: int, replacement: bool = False, num: int = 401
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Points of the boundary :math:`(1 - \eta a)^2 + \eta^2 p s^2 = 1`, :math:`s \ge 0`.
+
+    Parametrised by the angle :math:`\theta\in[0, \pi]`:
+    :math:`\eta a = 1 - \cos\theta`, :math:`\eta\sqrt p\, s = \sin\theta`, which spaces the
+    points evenly along the ellipse (a grid in :math:`a` would leave the steep ends at
+    :math:`a = 0` and :math:`a = 2/\eta` coarse). (:cite:p:`wu2018sgd`, :cite:p:`wu2020slides`.)
+
+    Parameters
+    ----------
+    lr : float
+        Learning rate :math:`\eta > 0`.
+    batch_size : int
+        Batch size :math:`B`.
+    n : int
+        Number of training samples (enters through :math:`p`).
+    replacement : bool
+        Sampling scheme (see ``batch_noise_factor``).
+    num : int
+        Number of points (at least 2).
+
+    Returns
+    -------
+    (sharpness, non_uniformity) : tuple of numpy.ndarray, each shape (num,)
+        From :math:`(0, 0)` to :math:`(2/\eta, 0)`. For :math:`p = 0` the boundary is the
+        vertical line :math:`a = 2/\eta`, returned as the two points
+        :math:`(2/\eta, 0)` and :math:`(2/\eta, \infty)`.
+    """
+    lr, p = _noise_factor(lr, batch_size, n, replacement)
+    num = check_positive_int(num, "num", minimum=2)
+    if p == 0:
+        return np.array([2.0 / lr, 2.0 / lr]), np.array([0.0, np.inf])
+    theta = np.linspace(0.0, np.pi, num)
+    a = (1.0 - np.cos(theta)) / lr
+    s = np.sin(theta) / (lr * np.sqrt(p))
+    # sin(pi) is 1e-16, not 0, and 1 - cos(pi) may round: pin the end points exactly.
+    s[0] = s[-1] = 0.0
+    a[0], a[-1] = 0.0, 2.0 / lr
+    return a, s
+
+
+def wme_region_contains(
+    sharpness_values,
+    non_uniformity_values,
+    lr: float,
+    batch_size: int,
+    n: int,
+    replacement: bool = False,
+    rtol: float = 1e-12,
+) -> np.ndarray:
+    r"""Whether :math:`(a, s)` satisfies :math:`(1 - \eta a)^2 + \eta^2 p s^2 \le 1`.
+
+    This is the one-dimensional stability condition of Wu, Ma and E (:cite:p:`wu2018sgd`,
+    :cite:p:`wu2020slides`): exact for :math:`d = 1`, a summary only for :math:`d > 1`
+    (see the module docstring). ``rtol`` absorbs rounding in the comparison with 1, so
+    points computed on the boundary count as inside.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        Broadcast shape of the two inputs. Negative :math:`a` or :math:`s` are refused.
+    """
+    lr, p = _noise_factor(lr, batch_size, n, replacement)
+    a = as_float_array(sharpness_values, "sharpness_values")
+    s = as_float_array(non_uniformity_values, "non_uniformity_values")
+    if np.any(a < 0) or np.any(s < 0):
+        raise ValueError("sharpness_values and non_uniformity_values must be >= 0")
+    value = (1.0 - lr * a) ** 2 + lr**2 * p * s**2
+    return np.asarray(value <= 1.0 + rtol)

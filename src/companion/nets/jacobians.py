@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad, jacrev, vmap
 
-from ._validation import check_dense_size, check_positive_int
+from ..validation import check_dense_size, check_positive_int
 from .data import as_inputs
 from .models import as_float64, first_layer, first_layer_parameters, trainable_parameters
 

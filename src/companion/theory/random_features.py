@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import as_float_array, check_dense_size, check_lr, check_positive_int
+from ..validation import as_float_array, check_dense_size, check_lr, check_positive_int
 from .least_squares import min_norm_solution
 
 _LAWS = ("gaussian", "sphere")
