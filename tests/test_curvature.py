@@ -1,11 +1,9 @@
 """The Curvature object: every route against brute force from the definitions.
 
-The reference never touches the package's reduction: it enumerates every equally likely
-batch, averages (I - eta H_b) (x) (I - eta H_b) over them in the full d^2 space, and
-bisects on the spectral radius of that matrix (mean-square stability iff rho(Q) <= 1,
-MM Thm 3). On null(H) the matrix has the eigenvalue 1 exactly, so "stable" is
-rho <= 1 + 1e-10; the bisection runs to 1e-12 and the radius moves by O(eta * lambda) per
-relative change of eta, so agreement to 1e-8 relative is what the numerics allow.
+The reference (tests/references.py) never touches the package: it enumerates every batch
+and bisects on the spectral radius of the full d^2 x d^2 second-moment matrix. The
+bisection runs to 1e-12 and the radius moves by O(eta * lambda) per relative change of
+eta, so agreement to 1e-8 relative is what the numerics allow.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from references import brute_force_threshold
 
 from companion.stability import bounds, thresholds
 from companion.stability.curvature import (
@@ -26,32 +25,6 @@ from companion.stability.curvature import (
 )
 
 RTOL = 1e-8
-
-
-def _batches(n, b, replacement):
-    if replacement:
-        return list(itertools.product(range(n), repeat=b))
-    return list(itertools.combinations(range(n), b))
-
-
-def brute_force_threshold(hs, b, replacement, lr_scale=1.0):
-    """eta* by bisection on rho(E[(I - eta H_b)^{(x)2}]) over enumerated batches."""
-    n, d, _ = hs.shape
-    batch_means = np.array([hs[list(idx)].mean(axis=0) for idx in _batches(n, b, replacement)])
-    eye = np.eye(d)
-
-    def radius(lr):
-        steps = eye - lr * lr_scale * batch_means
-        q = np.mean([np.kron(s, s) for s in steps], axis=0)
-        return float(np.max(np.abs(np.linalg.eigvals(q))))
-
-    top = float(np.linalg.eigvalsh(hs.mean(axis=0))[-1])
-    lo, hi = 0.0, 2.5 / (lr_scale * top)
-    assert radius(hi) > 1 + 1e-10
-    while hi - lo > 1e-12 * hi:
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if radius(mid) <= 1 + 1e-10 else (lo, mid)
-    return 0.5 * (lo + hi)
 
 
 def random_jacobians(rng, n, k, d, rank=None):
@@ -214,7 +187,7 @@ def test_rank_rule_is_defined_once():
         (lambda: Curvature.from_gram(np.array([[1.0, 2.0], [0.0, 1.0]])), "symmetric"),
         (lambda: Curvature.from_gram(np.eye(3), num_outputs=2), "divisible"),
         (lambda: Curvature.from_gram(-np.eye(2)), "positive semi-definite"),
-        (lambda: Curvature.from_jacobians(np.ones((2, 2, 3)), -np.ones((2, 2, 2))), "loss_hessians"),
+        (lambda: Curvature.from_jacobians(np.ones((2, 2, 3)), -np.ones((2, 2, 2))), "Λ|PSD|semi"),
         (lambda: Curvature.from_jacobians(np.ones((2, 2, 3)), np.ones((3, 2))), "loss_hessians"),
         (lambda: Curvature.from_hessians(np.eye(2)[None]).ms_threshold(1, method="x"), "method"),
         (lambda: Curvature.from_hessians(np.eye(2)[None]).ms_threshold(2), "batch_size"),

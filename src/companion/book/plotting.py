@@ -40,7 +40,7 @@ import numpy as np
 
 from ..validation import as_float_array, as_hessians, check_lr, check_positive_int
 from ..stability.curvature import non_uniformity, sharpness
-from ..stability.bounds import wme_boundary
+from ..stability.bounds import wme_boundary, wme_region_contains
 from ..stability.sampling import batch_noise_factor
 
 __all__ = [

@@ -1,241 +1,120 @@
-r"""One call from a trained network to every linear-stability quantity of the book.
+r"""Is this minimum stable for my learning rate and batch size? One call, one report.
 
-:func:`diagnose` evaluates a model at its current parameters on its training data and
-reports, for a learning rate :math:`\eta` and batch size :math:`B`:
+:func:`diagnose` evaluates a torch model on its training data under the loss it is trained
+with, builds its per-sample curvature once (:func:`companion.nets.curvature.model_curvature`:
+one Jacobian pass, one eigendecomposition of the Gram matrix) and reports, for SGD with
+learning rate :math:`\eta` and batch size :math:`B`:
 
-* the training loss and whether the point interpolates (the linear-stability theory of
-  :cite:p:`wu2018sgd`, :cite:p:`ma2021linear` and :cite:p:`mulayoff2024exact` is about
-  interpolating minima; a point that does not interpolate is flagged, never silently
-  treated as one);
-* sharpness :math:`a = \lambda_{\max}(H)` against :math:`2/\eta`, non-uniformity
-  :math:`s = \sqrt{\lambda_{\max}(\Sigma)}`, the Wu–Ma–E sufficient condition;
-* the exact generalized sharpness and :math:`\eta^*(B)` (:cite:p:`mulayoff2024exact` Thm 3)
-  at :math:`B` and on a grid of batch sizes, the necessary bounds of MM Prop. 3 and the
-  rank-one lower bound;
-* Ma–Ying's moment bounds (Thm 2, Cor. 1), first-layer gradients :math:`g_W, g_x` and the
-  Sobolev bound (Cor. 2, Thm 3) (:cite:p:`ma2021linear`);
-* the alignment factor of the SGD noise (:cite:p:`wu2022alignment`, reconstructed);
-* the verdict: stable or unstable in mean square for :math:`(\eta, B)`.
+* where the point is: the loss, the gradient norm, the largest residual (square losses),
+  and how far the Gauss-Newton curvature used below is from the true loss Hessian (both
+  top eigenvalues side by side);
+* sharpness :math:`a = \lambda_{\max}(H)` against :math:`2/\eta` (:cite:p:`wu2018sgd`,
+  :cite:p:`mulayoff2024exact` Thm 1), non-uniformity, the Wu-Ma-E sufficient condition
+  (:cite:p:`ma2021linear` Prop. 1);
+* the exact generalized sharpness and :math:`\eta^*(B)` (:cite:p:`mulayoff2024exact` Thm 3),
+  the necessary bounds MM (15)/(16), and the verdict;
+* on request: :math:`\eta^*` over a grid of batch sizes, the rank-one bound (MM eq. 24),
+  Ma & Ying's moment and smoothness bounds and the Wu-Wang-Su alignment bound.
 
-Everything curvature-related is computed in the Gram space of the per-sample Jacobians
-(:math:`nK\times nK`, :math:`H_i = J_i^\top J_i`), never with :math:`d\times d` matrices;
-:math:`H` here is the Gauss–Newton matrix, which equals the loss Hessian at an
-interpolating minimum (the report also gives the loss Hessian's top eigenvalue by Lanczos,
-so the two can be compared).
+Learning rates are in the units of the loss passed: the threshold is for the step
+:math:`\eta\nabla` (the loss on a mini-batch of :math:`B` samples), exactly what
+``torch.optim.SGD(lr=eta)`` applied to ``loss(model(x_batch), y_batch)`` does.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
-from ..validation import as_float_array, check_lr, check_positive_int, check_replacement
-from .data import as_xy
-from .jacobians import (
-    DEFAULT_JACOBIAN_MEMORY,
-    FirstLayerGradients,
-    first_layer_gradients,
-    gram_matrix,
-    parameter_jacobian,
-)
-from .models import as_float64, num_parameters
+from ..progress import show_progress
+from ..stability import bounds as stability_bounds
+from ..stability.curvature import Curvature, NecessaryBounds
 from ..stability.sampling import batch_noise_factor
+from ..validation import check_lr, check_positive_int, check_replacement
+from .curvature import ModelPoint, model_curvature, model_point
+from .jacobians import DEFAULT_JACOBIAN_MEMORY, first_layer_gradients
 
-__all__ = [
-    "GramCurvature",
-    "StabilityReport",
-    "alignment_factor_gram",
-    "diagnose",
-    "gram_curvature",
-]
+__all__ = ["StabilityReport", "diagnose"]
 
-#: Gram eigenvalues at most this times the largest count as zero (as in
-#: ``thresholds``: rounding leaves null eigenvalues near nK * eps * gamma_max).
-_RANGE_RTOL = 1e-10
 #: Relative margin within which eta and eta* are reported as "at the edge".
-_EDGE_RTOL = 1e-2
-
-
-# ----------------------------------------------------------------------------------------
-# Gram-space curvature
-# ----------------------------------------------------------------------------------------
-
-
-def _as_gram(gram, num_outputs: int) -> tuple[np.ndarray, int, int]:
-    g = as_float_array(gram, "gram", ndim=2)
-    k = check_positive_int(num_outputs, "num_outputs")
-    if g.shape[0] != g.shape[1] or g.shape[0] % k or g.shape[0] == 0:
-        raise ValueError(f"gram must be square with a side divisible by {k}, got {g.shape}")
-    scale = float(np.max(np.abs(g)))
-    if float(np.max(np.abs(g - g.T))) > 1e-8 * max(scale, 1e-300):
-        raise ValueError("gram must be symmetric")
-    return 0.5 * (g + g.T), g.shape[0] // k, k
-
-
-@dataclass(frozen=True)
-class GramCurvature:
-    r"""Curvature of Gauss–Newton per-sample Hessians :math:`H_i = J_i^\top J_i`.
-
-    Restricted to :math:`\mathrm{range}(H)` (rank ``r``), in the orthonormal eigenbasis
-    of :math:`H` obtained from the Gram matrix (outside it :math:`H = \Sigma = 0`).
-
-    Attributes
-    ----------
-    eigenvalues : numpy.ndarray
-        The ``r`` positive eigenvalues of :math:`H`, increasing (Gram eigenvalues / n).
-    sigma : numpy.ndarray
-        :math:`\Sigma = \frac1n\sum_iH_i^2 - H^2` on the range, ``(r, r)``.
-    worst_alignment : float
-        :math:`\mu_0`, the smallest alignment factor of the model linearised at the
-        minimum (``bounds.worst_alignment_factor``, Gram route; nan if :math:`H = 0`).
-    n, num_outputs : int
-    """
-
-    eigenvalues: np.ndarray
-    sigma: np.ndarray
-    worst_alignment: float
-    n: int
-    num_outputs: int
-
-    @property
-    def sharpness(self) -> float:
-        r""":math:`a = \lambda_{\max}(H)`."""
-        return float(self.eigenvalues[-1]) if self.eigenvalues.size else 0.0
-
-    @property
-    def non_uniformity(self) -> float:
-        r""":math:`s = \sqrt{\lambda_{\max}(\Sigma)}` (:cite:p:`wu2018sgd`)."""
-        if not self.eigenvalues.size:
-            return 0.0
-        return math.sqrt(max(float(np.linalg.eigvalsh(self.sigma)[-1]), 0.0))
-
-    @property
-    def trace(self) -> float:
-        r""":math:`\mathrm{Tr}\,H` (the flatness of MY eq. (3) at interpolation)."""
-        return float(self.eigenvalues.sum())
-
-    def wu_condition(self, lr: float, batch_size: int, replacement: bool = False) -> float:
-        r"""Largest eigenvalue of :math:`(I-\eta H)^2 + \eta^2p\Sigma` on :math:`\mathrm{range}(H)`.
-
-        ``<= 1`` is sufficient for mean-square stability (:cite:p:`ma2021linear` Prop. 1,
-        :cite:p:`wu2018sgd`); on :math:`\mathrm{null}(H)` the matrix is the identity.
-        """
-        lr = check_lr(lr)
-        p = batch_noise_factor(self.n, batch_size, replacement)
-        if not self.eigenvalues.size:
-            return 1.0
-        mat = np.diag((1.0 - lr * self.eigenvalues) ** 2) + lr**2 * p * self.sigma
-        return float(np.linalg.eigvalsh(0.5 * (mat + mat.T))[-1])
-
-
-def gram_curvature(gram, num_outputs: int = 1) -> GramCurvature:
-    r"""Sharpness, non-uniformity and :math:`\Sigma` from the Gram matrix :math:`G = JJ^\top`.
-
-    With :math:`G = V\Gamma V^\top` and :math:`A = V_r\Gamma_r^{1/2}` (rows :math:`A_i`
-    of sample :math:`i`), :math:`U = J^\top V_r\Gamma_r^{-1/2}` is an orthonormal basis of
-    :math:`\mathrm{range}(H)` in which :math:`H = \Gamma_r/n` and
-    :math:`U^\top H_iU = A_i^\top A_i`. Since :math:`\mathrm{null}(H)\subseteq
-    \mathrm{null}(H_i)`, :math:`U^\top H_i^2U = A_i^\top(A_iA_i^\top)A_i`, so
-
-    .. math::
-
-        U^\top\Sigma U = \frac1n\sum_i A_i^\top (A_iA_i^\top) A_i - \Gamma_r^2/n^2 .
-
-    The worst alignment factor (:cite:p:`wu2022alignment`, reconstructed; see
-    ``bounds.worst_alignment_factor``) is :math:`\lambda_{\min}` of
-    :math:`\Lambda^{-1/2}M\Lambda^{-1/2}` over :math:`\|H\|_F^2`, with
-    :math:`M = \frac1n\sum_iH_iHH_i - H^3`, here
-    :math:`\frac1n\sum_iA_i^\top(A_i\Lambda A_i^\top)A_i - \Lambda^3` for
-    :math:`\Lambda = \Gamma_r/n`.
-
-    Cost :math:`O((nK)^3)` for the eigendecomposition, nothing of size :math:`d`.
-
-    Parameters
-    ----------
-    gram : array_like, shape (nK, nK)
-        :math:`JJ^\top`, rows sample-major (``i*K + k``), e.g. from
-        :func:`companion.jacobians.gram_matrix`.
-    num_outputs : int
-        ``K``.
-    """
-    g, n, k = _as_gram(gram, num_outputs)
-    gamma, vecs = np.linalg.eigh(g)
-    if gamma.size and gamma[0] < -1e-8 * max(abs(gamma[-1]), 1e-300):
-        raise ValueError(f"gram must be positive semi-definite: smallest eigenvalue {gamma[0]:.3g}")
-    keep = gamma > _RANGE_RTOL * gamma[-1] if gamma[-1] > 0 else np.zeros(gamma.size, bool)
-    gamma, vecs = gamma[keep], vecs[:, keep]
-    r = gamma.size
-    a = (vecs * np.sqrt(gamma)).reshape(n, k, r)
-    blocks = np.einsum("nkr,nlr->nkl", a, a)  # A_i A_i^T, the diagonal blocks of G
-    weighted = np.einsum("nkl,nlr->nkr", blocks, a).reshape(n * k, r)
-    lam = gamma / n
-    flat = a.reshape(n * k, r)
-    sigma = flat.T @ weighted / n - np.diag(lam**2)
-    worst = math.nan
-    if r:
-        inner = np.einsum("nkr,r,nlr->nkl", a, lam, a)  # A_i Lambda A_i^T
-        m = flat.T @ np.einsum("nkl,nlr->nkr", inner, a).reshape(n * k, r) / n
-        m -= np.diag(lam**3)
-        scaled = m / np.sqrt(np.outer(lam, lam))
-        low = float(np.linalg.eigvalsh(0.5 * (scaled + scaled.T))[0])
-        # Tr(Sigma G) >= 0 exactly (both PSD): a negative value is rounding of a zero
-        worst = max(low, 0.0) / float(np.sum(lam**2))
-    return GramCurvature(
-        eigenvalues=lam,
-        sigma=0.5 * (sigma + sigma.T),
-        worst_alignment=worst,
-        n=n,
-        num_outputs=k,
-    )
-
-
-def alignment_factor_gram(gram, residuals, num_outputs: int = 1) -> float:
-    r"""The alignment factor :math:`\mu` of ``bounds.alignment_factor``, from the Gram matrix.
-
-    With :math:`g_i = J_i^\top r_i`, :math:`G_H = \frac1n J^\top J` and the stacked residual
-    :math:`R`: :math:`g_i^\top G_H g_i = \frac1n\|G_{:,i}r_i\|^2` (:math:`G_{:,i}` the
-    columns of sample :math:`i`), :math:`\bar g = J^\top R/n`,
-    :math:`\|G_H\|_F = \|G\|_F/n` and :math:`2L = \|R\|^2/n`, so
-
-    .. math::
-
-        \mu = \frac{\frac1{n^2}\sum_i\|G_{:,i}r_i\|^2 - \frac1{n^3}\|GR\|^2}
-                   {\frac1n\|R\|^2\;\|G\|_F^2/n^2}
-
-    (:cite:p:`wu2022alignment`, definition reconstructed). Undefined (``ValueError``) at
-    zero loss.
-    """
-    g, n, k = _as_gram(gram, num_outputs)
-    res = as_float_array(residuals, "residuals", ndim=(1, 2)).reshape(-1)
-    if res.size != n * k:
-        raise ValueError(f"residuals must have n*K = {n * k} entries, got {res.size}")
-    loss2 = float(res @ res) / n
-    if loss2 == 0:
-        raise ValueError("residuals are all zero: the alignment factor is undefined at zero loss")
-    fro2 = float(np.sum(g * g)) / n**2
-    if fro2 == 0:
-        raise ValueError("gram is zero: the alignment factor is undefined for G = 0")
-    per_sample = np.einsum("aik,ik->ai", g.reshape(n * k, n, k), res.reshape(n, k))
-    mean_term = float(np.sum(per_sample**2)) / n**2
-    centre = float(np.sum((g @ res) ** 2)) / n**3
-    return (mean_term - centre) / (loss2 * fro2)
-
-
-# ----------------------------------------------------------------------------------------
-# the report
-# ----------------------------------------------------------------------------------------
+EDGE_RTOL = 1e-2
+#: Grades of how well the Gauss-Newton curvature describes the loss Hessian here: the
+#: relative gap between their top eigenvalues, |lambda_true - lambda_GGN| / lambda_GGN.
+_GRADES = ((1e-6, "exact to rounding"), (1e-3, "close"), (1e-1, "approximate"))
 
 
 @dataclass
 class StabilityReport:
-    r"""Everything :func:`diagnose` found; ``summary()`` prints it, ``plot()`` draws it.
+    r"""What :func:`diagnose` found. ``summary()`` prints it, ``to_dict()``/``to_json()`` export it.
 
-    Thresholds are learning rates; "sharpness" values are curvatures (``2/threshold``).
-    Quantities that could not be computed are None, with the reason in ``notes``.
+    Optional parts that were not requested or could not be computed are None, with the
+    reason in ``notes``. Learning rates are in the units of the loss passed (see
+    :func:`diagnose`); curvatures are those of :math:`H = \frac1n\sum_iH_i`, the Hessian of
+    the per-sample-mean loss.
+
+    Attributes
+    ----------
+    lr, batch_size, replacement : float, int, bool
+        The SGD being assessed: :math:`\eta`, :math:`B`, sampling scheme.
+    n, num_outputs, num_parameters : int
+        Samples :math:`n`, outputs :math:`K`, trainable parameters :math:`d`.
+    loss_name, reduction : str
+        The loss and how it combines samples on a batch ("mean" or "sum").
+    noise_factor : float
+        Batch-noise factor :math:`p` (``batch_noise_factor``).
+    loss_value : float
+        The loss on all :math:`n` samples as one batch.
+    gradient_norm : float
+        :math:`\|\nabla_\theta L\|_2` of that loss: 0 at a critical point.
+    max_abs_residual : float or None
+        :math:`\max_{i,k}|f_{ik} - y_{ik}|` for square losses (0 at interpolation), else None.
+    minimum_at_targets : bool
+        Whether :math:`f_i = y_i` minimises each :math:`\ell_i` (square losses): only then is
+        an interpolating point a minimum where linear stability theory applies as stated.
+    rank : int
+        :math:`\mathrm{rank}\,H`.
+    sharpness : float
+        :math:`a = \lambda_{\max}(H)`, Gauss-Newton.
+    hessian_sharpness : float or None
+        :math:`\lambda_{\max}` of the true Hessian of the per-sample-mean loss (Lanczos).
+    linearisation_gap : float or None
+        :math:`|\lambda_{\max}^{\rm Hessian} - a|/a`: how far the Gauss-Newton model is from the
+        loss Hessian at this point (0 at an interpolating minimum of a square loss).
+    linearisation : str
+        That gap in words.
+    non_uniformity, trace : float
+        :math:`s = \sqrt{\lambda_{\max}(\Sigma)}`, :math:`\mathrm{Tr}\,H` (:cite:p:`wu2018sgd`).
+    gd_threshold : float
+        Largest stable learning rate of full-batch GD (MM Thm 1).
+    wu_condition : float
+        :math:`\lambda_{\max}((I-\eta H)^2 + \eta^2p\Sigma)`; :math:`\le 1` is sufficient
+        (MY Prop. 1).
+    generalized_sharpness, ms_threshold : float
+        :math:`\lambda_{\max}(C^\dagger D)` and :math:`\eta^*(B)` (MM Thm 3).
+    necessary_bounds : NecessaryBounds
+        Upper bounds on :math:`\eta^*` (MM eqs. 15, 16, and GD).
+    top_direction_moments : dict or None
+        MY Thm 2 along the top eigenvector :math:`v` of :math:`H` (:math:`K = 1`):
+        ``{k: (mean_i (a_i . v)^(2k), 2^k B^(k-1) / eta^k)}``, the sharpest direction.
+    threshold_curve : dict or None
+        :math:`\{B': \eta^*(B')\}` when ``batch_sizes`` is given.
+    rank_one_bound : float or None
+        Rank-one lower bound on the generalized sharpness (when ``rank_one=True``).
+    worst_alignment_factor : float
+        :math:`\mu_0` of the linearised model (:cite:p:`wu2022alignment`, reconstructed).
+    frobenius_bound : tuple or None
+        WWS: :math:`(\|H\|_F, 1/(\eta\sqrt{p\mu_0}))` when :math:`\mu_0 > 0`.
+    part3 : dict or None
+        Ma & Ying's Cor. 1 and first-layer quantities (when ``bounds=True``).
+    notes : list of str
+        What was skipped and why; caveats.
+    timings : dict of str to float
+        Seconds per stage.
     """
 
     lr: float
@@ -244,44 +123,48 @@ class StabilityReport:
     n: int
     num_outputs: int
     num_parameters: int
+    loss_name: str
+    reduction: str
     noise_factor: float
-    train_loss: float
-    max_abs_residual: float
-    interpolates: bool
-    interpolation_tol: float
+    loss_value: float
+    gradient_norm: float
+    max_abs_residual: float | None
+    minimum_at_targets: bool
+    rank: int
     sharpness: float
     hessian_sharpness: float | None
+    linearisation_gap: float | None
+    linearisation: str
     non_uniformity: float
     trace: float
+    gd_threshold: float
     wu_condition: float
     generalized_sharpness: float
     ms_threshold: float
-    threshold_curve: dict[int, float]
-    necessary_bounds: object | None
-    rank_one_bound: float | None
-    moment_bounds: dict[int, tuple] | None
-    first_layer: dict[int, FirstLayerGradients] | None
-    sobolev_bounds: dict[int, tuple[float, float]] | None
-    alignment_factor: float | None
-    worst_alignment_factor: float
-    frobenius_bound: object | None
+    necessary_bounds: NecessaryBounds
+    top_direction_moments: dict | None = None
+    threshold_curve: dict | None = None
+    rank_one_bound: float | None = None
+    worst_alignment_factor: float = math.nan
+    frobenius_bound: tuple | None = None
+    part3: dict | None = None
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
-    def gd_threshold(self) -> float:
-        r""":math:`2/\lambda_{\max}(H)` (mean stability, MM Thm 1)."""
-        return math.inf if self.sharpness <= 0 else 2.0 / self.sharpness
-
-    @property
     def mean_stable(self) -> bool:
-        r""":math:`\eta \le 2/\lambda_{\max}(H)`."""
+        r"""Full-batch GD would be stable: :math:`\eta \le 2/\lambda_{\max}` (MM Thm 1)."""
         return self.lr <= self.gd_threshold
 
     @property
     def ms_stable(self) -> bool:
-        r""":math:`\eta \le \eta^*(B)` (mean-square stability, MM Thm 3)."""
+        r""":math:`\eta \le \eta^*(B)`: mean-square stable (MM Thm 3)."""
         return self.lr <= self.ms_threshold
+
+    @property
+    def ratio(self) -> float:
+        r""":math:`\eta/\eta^*(B)`: below 1 stable, above 1 unstable."""
+        return 0.0 if math.isinf(self.ms_threshold) else self.lr / self.ms_threshold
 
     @property
     def verdict(self) -> str:
@@ -289,150 +172,207 @@ class StabilityReport:
         state = "stable" if self.ms_stable else "unstable"
         text = (
             f"{state} in mean square for lr = {self.lr:g}, B = {self.batch_size} "
-            f"(lr / eta* = {self.lr / self.ms_threshold:.3g})"
+            f"(lr / eta* = {self.ratio:.3g})"
         )
-        if abs(self.lr / self.ms_threshold - 1) <= _EDGE_RTOL:
-            text += " - at the edge of stability"
-        if not self.interpolates:
+        if abs(self.ratio - 1) <= EDGE_RTOL:
+            text += ", at the edge of stability"
+        if not self.minimum_at_targets:
             text += (
-                f"; WARNING: not an interpolating minimum (train loss "
-                f"{self.train_loss:.3g} > {self.interpolation_tol:g}), the linearisation "
-                "behind this verdict does not apply"
+                "; this loss has no minimum at the targets, so the verdict is about the "
+                "local quadratic (Gauss-Newton) model of the loss at this point"
             )
+        elif self.linearisation not in ("exact to rounding", "close"):
+            text += f"; the linearisation is {self.linearisation} here (see notes)"
         return text
 
     def summary(self) -> str:
-        """A readable multi-line report."""
-        lines = [
-            f"Stability report: n = {self.n}, K = {self.num_outputs}, "
-            f"d = {self.num_parameters}, lr = {self.lr:g}, B = {self.batch_size} "
-            f"({'with' if self.replacement else 'without'} replacement, p = "
-            f"{self.noise_factor:.4g})",
-            f"  train loss            {self.train_loss:.3e}  (max |residual| "
-            f"{self.max_abs_residual:.2e}) -> "
-            + ("interpolates" if self.interpolates else "DOES NOT INTERPOLATE"),
-            f"  sharpness a           {self.sharpness:.6g}   vs 2/lr = {2 / self.lr:.6g}"
-            f"   (GD threshold 2/a = {self.gd_threshold:.6g})",
-        ]
-        if self.hessian_sharpness is not None:
-            lines.append(
-                f"  loss-Hessian lambda_max {self.hessian_sharpness:.6g} (Lanczos; equals a "
-                "at an interpolating minimum)"
-            )
+        """A readable multi-line report; every line that states a condition says holds/fails."""
+
+        def holds(ok: bool) -> str:
+            return "holds" if ok else "FAILS"
+
+        nb = self.necessary_bounds
         p = self.noise_factor
         s_max = math.inf if p == 0 else 1 / (self.lr * math.sqrt(p))
-        lines += [
-            f"  non-uniformity s      {self.non_uniformity:.6g}   vs 1/(lr sqrt p) = {s_max:.6g}",
-            f"  trace of H            {self.trace:.6g}",
-            f"  WME/MY Prop 1 value   {self.wu_condition:.6g}   (<= 1 is sufficient)",
-            f"  generalized sharpness {self.generalized_sharpness:.6g}   vs 2/lr = "
-            f"{2 / self.lr:.6g}",
-            f"  eta*(B={self.batch_size})          {self.ms_threshold:.6g}",
+        lines = [
+            f"Stability report: n = {self.n}, K = {self.num_outputs}, d = "
+            f"{self.num_parameters}, loss = {self.loss_name} (reduction {self.reduction}), "
+            f"lr = {self.lr:g}, B = {self.batch_size} "
+            f"({'with' if self.replacement else 'without'} replacement, p = {p:.4g})",
+            f"  loss {self.loss_value:.3e}, |grad| {self.gradient_norm:.2e}"
+            + (
+                f", max |residual| {self.max_abs_residual:.2e}"
+                if self.max_abs_residual is not None
+                else ""
+            ),
+            f"  Gauss-Newton vs loss Hessian: {self._gap_text()}",
+            f"  sharpness a             {self.sharpness:.6g}  GD threshold 2/a = "
+            f"{self.gd_threshold:.6g}: lr <= 2/a {holds(self.mean_stable)}",
+            f"  non-uniformity s        {self.non_uniformity:.6g}  (WME necessary s <= "
+            f"1/(lr sqrt p) = {s_max:.6g}: {holds(self.non_uniformity <= s_max)})",
+            f"  trace of H              {self.trace:.6g}  (rank {self.rank})",
+            f"  WME / MY Prop 1 value   {self.wu_condition:.6g}  (sufficient if <= 1: "
+            f"{holds(self.wu_condition <= 1 + 1e-12)})",
+            f"  generalized sharpness   {self.generalized_sharpness:.6g}  eta*(B={self.batch_size})"
+            f" = {self.ms_threshold:.6g}: lr <= eta* {holds(self.ms_stable)}",
+            f"  MM necessary: lr <= (15) {nb.top_eigenvector:.6g} "
+            f"{holds(self.lr <= nb.top_eigenvector)}, lr <= (16) {nb.trace:.6g} "
+            f"{holds(self.lr <= nb.trace)}",
         ]
-        if self.necessary_bounds is not None:
-            nb = self.necessary_bounds
-            lines.append(
-                f"  MM Prop 3 upper bounds on eta*: (15) {nb.top_eigenvector:.6g}, "
-                f"(16) {nb.trace:.6g}, GD {nb.gd:.6g}"
-            )
+        if self.top_direction_moments:
+            for k, (lhs, rhs) in self.top_direction_moments.items():
+                lines.append(
+                    f"  MY Thm 2 (k={k}) along the top eigenvector: mean (a.v)^{2 * k} = "
+                    f"{lhs:.4g} <= {rhs:.4g}: {holds(lhs <= rhs * (1 + 1e-9))}"
+                )
+        if self.threshold_curve:
+            curve = ", ".join(f"{b}: {eta:.4g}" for b, eta in self.threshold_curve.items())
+            lines.append(f"  eta*(B) on the grid     {curve}")
         if self.rank_one_bound is not None:
             lines.append(
-                f"  rank-one lower bound on gen. sharpness {self.rank_one_bound:.6g} "
-                f"(eta* <= {2 / self.rank_one_bound:.6g})"
+                f"  rank-one bound          {self.rank_one_bound:.6g} <= generalized sharpness"
+                f" (eta* <= {2 / self.rank_one_bound:.6g})"
             )
-        curve = ", ".join(f"{b}: {eta:.4g}" for b, eta in self.threshold_curve.items())
-        lines.append(f"  eta*(B) on the grid   {curve}")
-        if self.moment_bounds:
-            for k, (thm2, cor1) in self.moment_bounds.items():
-                lines.append(
-                    f"  MY Thm 2 (k={k})       max_j mean a_ij^{2 * k} = "
-                    f"{float(np.max(thm2.lhs)):.4g} <= {float(thm2.rhs):.4g}: {thm2.holds}"
-                    f"   Cor 1: {float(cor1.lhs):.4g} <= {float(cor1.rhs):.4g}: {cor1.holds}"
-                )
-        if self.first_layer:
-            for k, fl in self.first_layer.items():
-                lines.append(
-                    f"  first layer (k={k})    g_W = {fl.g_W:.4g}, g_W1 = {fl.g_W1:.4g}, "
-                    f"g_x = {fl.g_x:.4g}, ||W1^T||_{2 * k} in [{fl.w1t_norm[0]:.4g}, "
-                    f"{fl.w1t_norm[1]:.4g}]"
-                )
-        if self.sobolev_bounds:
-            for k, (lhs, rhs) in self.sobolev_bounds.items():
-                lines.append(f"  MY Thm 3 (k={k})       |f|_1,{2 * k} = {lhs:.4g} <= {rhs:.4g}")
-        if self.alignment_factor is not None:
-            lines.append(f"  alignment factor mu   {self.alignment_factor:.4g} (current residuals)")
-        lines.append(
-            f"  worst alignment mu0   {self.worst_alignment_factor:.4g} (model linearised "
-            "at this point)"
-        )
+        lines.append(f"  worst alignment mu0     {self.worst_alignment_factor:.4g}")
         if self.frobenius_bound is not None:
-            fb = self.frobenius_bound
+            lhs, rhs = self.frobenius_bound
             lines.append(
-                f"  WWS ||H||_F <= 1/(lr sqrt(p mu0)): {float(fb.lhs):.4g} <= "
-                f"{float(fb.rhs):.4g}: {fb.holds} (reconstructed constant)"
+                f"  WWS ||H||_F <= 1/(lr sqrt(p mu0)): {lhs:.4g} <= {rhs:.4g}: "
+                f"{holds(lhs <= rhs)} (reconstructed constant)"
             )
+        if self.part3:
+            for key, value in self.part3.items():
+                lines.append(f"  {key}: {value}")
         lines.append(f"  verdict: {self.verdict}")
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
+    def _gap_text(self) -> str:
+        if self.linearisation_gap is None:
+            return "not checked (hessian_check=False)"
+        return (
+            f"top eigenvalues {self.sharpness:.6g} vs {self.hessian_sharpness:.6g}, relative "
+            f"gap {self.linearisation_gap:.2e} ({self.linearisation})"
+        )
+
     def __repr__(self) -> str:
         return self.summary()
 
+    def to_dict(self) -> dict:
+        """Every field as plain Python values (floats, ints, lists, dicts), plus the verdict."""
+        out = asdict(self)
+        out["necessary_bounds"] = dict(self.necessary_bounds._asdict())
+        out["ms_stable"] = self.ms_stable
+        out["mean_stable"] = self.mean_stable
+        out["verdict"] = self.verdict
+        return _plain(out)
+
+    def to_json(self, **kwargs) -> str:
+        """:meth:`to_dict` as JSON (``inf`` written as ``Infinity``, as Python's json does)."""
+        return json.dumps(self.to_dict(), **kwargs)
+
     def plot(self, fig=None):
-        r"""Two panels: :math:`\eta^*(B)` with :math:`(B, \eta)` marked, and the
-        sharpness/non-uniformity diagram in units of :math:`\eta`. Returns the figure.
-
-        Right panel: :math:`(\eta a, \eta\sqrt p\,s)`, where the Wu-Ma-E region
-        :math:`(1-\eta a)^2 + \eta^2ps^2 \le 1` is the unit half-disc centred at (1, 0)
-        for every :math:`(\eta, B)` (the strip :math:`\eta a \le 2` for :math:`p = 0`).
-        """
+        r"""Two panels: :math:`\eta^*(B)` (if computed) with :math:`(B, \eta)` marked, and the
+        sharpness/non-uniformity diagram in units of :math:`\eta` with the Wu-Ma-E region.
+        Returns the figure."""
         import matplotlib.pyplot as plt
-
-        from ..book.plotting import wme_boundary
 
         if fig is None:
             fig = plt.figure(figsize=(10, 3.8))
         ax1, ax2 = fig.subplots(1, 2)
         color = "tab:green" if self.ms_stable else "tab:red"
-        bs = np.array(list(self.threshold_curve))
-        etas = np.array(list(self.threshold_curve.values()))
-        ax1.plot(bs, etas, "o-", label=r"$\eta^*(B)$ (exact)")
-        ax1.axhline(self.gd_threshold, color="0.4", ls="--", lw=1, label=r"$2/\lambda_{\max}(H)$")
+        curve = self.threshold_curve or {self.batch_size: self.ms_threshold}
+        ax1.plot(list(curve), list(curve.values()), "o-", label=r"$\eta^*(B)$ (exact)")
+        ax1.axhline(self.gd_threshold, color="0.4", ls="--", lw=1, label="GD threshold")
         ax1.plot([self.batch_size], [self.lr], "*", ms=14, color=color, label=r"$(B, \eta)$")
-        ax1.set_xscale("log")
-        ax1.set_yscale("log")
-        ax1.set_xlabel("batch size $B$")
-        ax1.set_ylabel("learning rate")
+        ax1.set(xscale="log", yscale="log", xlabel="batch size $B$", ylabel="learning rate")
         ax1.set_title("stable below the curve", fontsize=9)
         ax1.legend(fontsize=8)
-
+        lr = self.lr * (1.0 if self.reduction == "mean" else self.batch_size)
         p = self.noise_factor
-        u = self.lr * self.sharpness
+        u = lr * self.sharpness
         if p > 0:
-            a_b, s_b = wme_boundary(self.lr, self.batch_size, self.n, self.replacement)
-            x_b, y_b = self.lr * a_b, self.lr * math.sqrt(p) * s_b
-            v = self.lr * math.sqrt(p) * self.non_uniformity
-            ax2.set_ylabel(r"$\eta\sqrt{p}\,s$ (non-uniformity)")
+            a_b, s_b = stability_bounds.wme_boundary(lr, self.batch_size, self.n, self.replacement)
+            x_b, y_b = lr * a_b, lr * math.sqrt(p) * s_b
+            v = lr * math.sqrt(p) * self.non_uniformity
         else:
-            v = self.lr * self.non_uniformity
+            v = lr * self.non_uniformity
             x_b, y_b = np.array([2.0, 2.0]), np.array([0.0, max(1.2, 1.1 * v)])
-            ax2.set_ylabel(r"$\eta\,s$ (non-uniformity)")
         ax2.plot(x_b, y_b, color="tab:blue", label="Wu-Ma-E boundary")
         ax2.fill_between(x_b, 0.0, y_b, color="tab:blue", alpha=0.15, linewidth=0)
         ax2.plot([u], [v], "*", ms=14, color=color, label="this minimum")
-        ax2.set_xlim(0, max(2.2, 1.1 * u))
-        ax2.set_ylim(0, max(1.2, 1.1 * v))
-        ax2.set_xlabel(r"$\eta\,a$ (sharpness)")
+        ax2.set(xlim=(0, max(2.2, 1.1 * u)), ylim=(0, max(1.2, 1.1 * v)))
+        ax2.set(xlabel=r"$\eta\,a$ (sharpness)", ylabel=r"$\eta\sqrt{p}\,s$ (non-uniformity)")
         ax2.legend(fontsize=8)
         fig.tight_layout()
         return fig
 
 
-def _batch_grid(n: int, batch_size: int) -> list[int]:
-    """1, n, B and three log-spaced sizes between (each size costs one Lanczos run)."""
-    grid = {1, n, int(batch_size)}
-    grid.update(round(float(b)) for b in np.geomspace(1, n, 5)[1:-1])
-    return sorted(grid)
+def _plain(value):
+    """Numpy scalars/arrays and tuples to plain Python values, recursively."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _grade(gap: float) -> str:
+    for limit, word in _GRADES:
+        if gap <= limit:
+            return word
+    return "far (the Gauss-Newton model misses the loss Hessian)"
+
+
+class _Stages:
+    """Times each stage; shows a progress bar in a terminal (never in the built book)."""
+
+    def __init__(self, names: list[str], progress: bool | None):
+        self.timings: dict[str, float] = {}
+        self.bar = None
+        if show_progress(progress):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=len(names), desc="diagnose", leave=False)
+        self.clock = time.perf_counter()
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = now - self.clock
+        self.clock = now
+        if self.bar is not None:
+            self.bar.set_postfix_str(name)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _gradient_norm(point: ModelPoint) -> float:
+    params = [p for p in point.model.parameters() if p.requires_grad]
+    value = point.loss.batch_loss(point.model(point.X), point.targets)
+    grads = torch.autograd.grad(value, params)
+    return float(torch.sqrt(sum((g.detach() ** 2).sum() for g in grads)).cpu())
+
+
+def _batch_sizes(batch_sizes, n: int, replacement: bool, batch_size: int) -> list[int] | None:
+    if batch_sizes is None:
+        return None
+    if isinstance(batch_sizes, str):
+        if batch_sizes != "auto":
+            raise ValueError(f"batch_sizes must be None, 'auto' or a list, got {batch_sizes!r}")
+        grid = {1, n, batch_size}
+        grid.update(round(float(b)) for b in np.geomspace(1, n, 5)[1:-1])
+        return sorted(grid)
+    sizes = sorted({check_positive_int(b, "batch_sizes[i]") for b in batch_sizes} | {batch_size})
+    for b in sizes:
+        batch_noise_factor(n, b, replacement)
+    return sizes
 
 
 def diagnose(
@@ -442,217 +382,241 @@ def diagnose(
     batch_size: int,
     replacement: bool = False,
     *,
-    batch_sizes="auto",
-    moment_orders=(1, 2),
-    interpolation_tol: float = 1e-8,
+    loss,
+    batch_sizes=None,
+    rank_one: bool = False,
+    bounds: bool = False,
+    hessian_check: bool = True,
     jacobian_memory: int = 4 * DEFAULT_JACOBIAN_MEMORY,
     chunk_size: int = 1024,
-    rank_one: bool = True,
-    hessian_check: bool = True,
+    progress: bool | None = None,
     seed: int = 0,
+    device=None,
 ) -> StabilityReport:
-    r"""Every linear-stability quantity of ``model`` on ``data`` for :math:`(\eta, B)`.
+    r"""Linear stability of ``model`` on ``data`` under ``loss`` for SGD :math:`(\eta, B)`.
 
     Parameters
     ----------
     model : torch.nn.Module
-        Trained model (evaluated in float64; a float32 model is copied).
-    data : Dataset or (X, y)
-        Its training data (the :math:`n` samples SGD draws from).
-    lr, batch_size, replacement
-        :math:`\eta`, :math:`B` and the sampling scheme of the SGD to assess.
-    batch_sizes : "auto", None or sequence of int
-        Batch sizes for the curve :math:`\eta^*(B)` (``batch_size`` is always included);
-        "auto": 1, n, ``batch_size`` and three log-spaced sizes between; None: only
-        ``batch_size``. Each size costs one Lanczos run in the Gram space.
-    moment_orders : sequence of int
-        Orders :math:`k` for MY Thm 2 / Cor 1 / Thm 3 and the first-layer gradients.
-    interpolation_tol : float
-        The point counts as interpolating if the training loss
-        :math:`\frac1{2n}\sum_i\|f_i-y_i\|^2` is at most this.
+        The trained model, in evaluation mode if it has BatchNorm or Dropout. Evaluated in
+        float64 (a float32 model is copied), on its own device.
+    data : Dataset, (X, y) or DataLoader
+        The :math:`n` training samples SGD draws from.
+    lr : float
+        Learning rate :math:`\eta` of the SGD being assessed, applied to the gradient of
+        exactly ``loss`` on a mini-batch.
+    batch_size : int
+        :math:`B`.
+    replacement : bool
+        Batches of :math:`B` i.i.d. indices (True) or uniform subsets (False).
+    loss : torch loss module, "half_squared_error", OutputLoss or callable
+        The training loss (required): ``nn.MSELoss`` (mean or sum), ``nn.CrossEntropyLoss``
+        (integer labels), ``nn.BCEWithLogitsLoss``, :class:`~companion.nets.losses.HalfSquaredError`
+        (the papers' :math:`\frac12\|f-y\|^2`) or a per-sample callable
+        (:func:`~companion.nets.losses.as_output_loss`).
+    batch_sizes : None, "auto" or sequence of int
+        Also compute :math:`\eta^*(B')` on these sizes ("auto": 1, n, B and three log-spaced
+        sizes). Each costs one eigenvalue solve.
+    rank_one : bool
+        Also compute the rank-one lower bound (MM eq. 24).
+    bounds : bool
+        Also evaluate Ma & Ying's Cor. 1 and first-layer quantities (square losses, K = 1).
+    hessian_check : bool
+        Compute the true loss Hessian's top eigenvalue by Lanczos, to grade the
+        Gauss-Newton model (recommended; one Hessian-vector pass per Lanczos step).
     jacobian_memory : int
-        Bytes allowed for the full Jacobian ``(n, K, d)``; above it the Gram matrix is
-        accumulated in blocks and the quantities that need per-parameter gradients
-        (MY Thm 2 / Cor 1 / Thm 3, rank-one bound) are skipped.
+        Bytes allowed for the full Jacobian; above it the Gram matrix is built in blocks.
     chunk_size : int
         Samples per vectorised Jacobian chunk.
-    rank_one : bool
-        Compute the rank-one lower bound (gradient ascent with restarts).
-    hessian_check : bool
-        Also compute :math:`\lambda_{\max}` of the true loss Hessian by Lanczos.
+    progress : bool or None
+        Progress bar over the stages (None: in a terminal only).
     seed : int
         Seed of the Lanczos start vector and of the rank-one restarts.
+    device : torch.device or str, optional
+        Where to evaluate the model (default: where its parameters are). Only the Gram
+        matrix (or Jacobian) and scalars come back to the CPU.
 
     Returns
     -------
     StabilityReport
+
+    Examples
+    --------
+    >>> import torch
+    >>> from companion.nets.losses import HalfSquaredError
+    >>> model = torch.nn.Linear(3, 1).double()
+    >>> X = torch.randn(8, 3, dtype=torch.float64)
+    >>> report = diagnose(model, (X, model(X).detach()), lr=0.1, batch_size=2,
+    ...                   loss=HalfSquaredError(), hessian_check=False)
+    >>> report.ms_stable == (0.1 <= report.ms_threshold)
+    True
     """
-    from ..stability import bounds, thresholds
-    from .curvature_ops import loss_hessian_operator, top_eigenvalues
-
-    timings: dict[str, float] = {}
-    notes: list[str] = []
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = now - clock
-        clock = now
-
     lr = check_lr(lr)
     replacement = check_replacement(replacement)
-    model = as_float64(model)
-    X, y = as_xy(data, torch.float64)
-    n = int(X.shape[0])
-    p = batch_noise_factor(n, batch_size, replacement)
-    jacobian_memory = check_positive_int(jacobian_memory, "jacobian_memory")
     seed = check_positive_int(seed, "seed", minimum=0)
-    orders = [check_positive_int(k, "moment_orders[i]") for k in moment_orders]
-    if isinstance(interpolation_tol, bool) or not interpolation_tol >= 0:
-        raise ValueError(f"interpolation_tol must be >= 0, got {interpolation_tol!r}")
-    if isinstance(batch_sizes, str) and batch_sizes == "auto":
-        grid = _batch_grid(n, batch_size)
-    elif batch_sizes is None:
-        grid = [int(batch_size)]
-    else:
-        grid = sorted({int(b) for b in batch_sizes} | {int(batch_size)})
-        for b in grid:
-            batch_noise_factor(n, b, replacement)
-
-    with torch.no_grad():
-        out = model(X)
-    if out.shape != y.shape:
-        raise ValueError(f"model outputs {tuple(out.shape)} but targets are {tuple(y.shape)}")
-    residuals = (out - y).numpy()
-    k_out = int(y.shape[1])
-    d = num_parameters(model)
-    train_loss = float(np.sum(residuals**2)) / (2 * n)
-    interpolates = train_loss <= interpolation_tol
-    if not interpolates:
-        notes.append(
-            f"the training loss {train_loss:.3g} exceeds interpolation_tol = "
-            f"{interpolation_tol:g}: this is not an interpolating minimum, H below is the "
-            "Gauss-Newton matrix (not the loss Hessian) and the stability verdict is only "
-            "indicative"
-        )
-    lap("loss")
-
-    jac = None
-    if 8 * n * k_out * d <= jacobian_memory:
-        jac = parameter_jacobian(model, X, chunk_size=chunk_size)
-        flat = jac.reshape(n * k_out, d)
-        gram = flat @ flat.T
-        gram = 0.5 * (gram + gram.T)
-    else:
-        gram = gram_matrix(model, X, chunk_size=chunk_size, max_memory=jacobian_memory)
-        notes.append(
-            "the full Jacobian exceeds jacobian_memory: Gram matrix built in blocks; "
-            "MY Thm 2 / Cor 1 / Thm 3 and the rank-one bound skipped"
-        )
-    lap("jacobian/gram")
-
-    curv = gram_curvature(gram, k_out)
-    lap("sharpness/non-uniformity")
-
-    hessian_sharpness = None
-    if hessian_check:
-        op = loss_hessian_operator(model, (X, y))
-        # a check against the Gauss-Newton value, 1e-6 relative is plenty
-        hessian_sharpness = float(top_eigenvalues(op, 1, tol=1e-6, seed=seed)[0])
-        lap("loss-Hessian Lanczos")
-
-    etas = thresholds.ms_threshold_curve_gn(
-        None, list(grid), replacement, gram=gram, num_outputs=k_out
-    )
-    curve = {int(b): float(e) for b, e in zip(grid, etas, strict=True)}
-    eta_star = curve[int(batch_size)]
-    gen_sharp = 0.0 if math.isinf(eta_star) else 2.0 / eta_star
-    lap("eta*(B)")
-
-    necessary = thresholds.ms_necessary_bounds_gn(
-        None, batch_size, replacement, gram=gram, num_outputs=k_out
-    )
-    rank_one_value = None
-    if rank_one and jac is not None:
-        value, _ = thresholds.rank_one_bound_gn(jac, batch_size, replacement, seed=seed)
-        rank_one_value = float(value)
-    lap("MM bounds")
-
-    moment = None
-    if jac is not None and k_out == 1:
-        grads = jac[:, 0, :]
-        moment = {
-            k: (
-                bounds.gradient_moment_bound(grads, lr, batch_size, k),
-                bounds.gradient_norm_bound(grads, lr, batch_size, k),
-            )
-            for k in orders
-        }
-    elif k_out > 1:
-        notes.append("MY Thm 2 / Cor 1 / Thm 3 are stated for scalar outputs (K = 1): skipped")
-
-    first = sobolev = None
+    stages = _Stages(["point", "curvature", "hessian", "threshold", "bounds"], progress)
+    notes: list[str] = []
     try:
-        first = {k: first_layer_gradients(model, X, k, chunk_size=chunk_size) for k in orders}
-    except TypeError as exc:
+        point = model_point(model, data, loss=loss, device=device)
+        n = point.n
+        p = batch_noise_factor(n, batch_size, replacement)
+        grid = _batch_sizes(batch_sizes, n, replacement, int(batch_size))
+        loss_value = point.loss_value()
+        gradient_norm = _gradient_norm(point)
+        residual = None
+        if point.loss.minimum_at_targets:
+            diff = point.outputs - point.targets.reshape(point.outputs.shape)
+            residual = float(diff.abs().max().cpu())
+        stages.done("point")
+
+        curv = model_curvature(
+            point.model, None, loss=point.loss, point=point,
+            jacobian_memory=jacobian_memory, chunk_size=chunk_size,
+        )  # fmt: skip
+        if curv.dim is None:
+            notes.append(
+                "the full Jacobian exceeds jacobian_memory: the Gram matrix was built in "
+                "blocks (no rank-one direction, no Part III bounds)"
+            )
+        stages.done("curvature")
+
+        hessian_sharpness = gap = None
+        if hessian_check:
+            hessian_sharpness = _hessian_top(point, seed)
+            if curv.sharpness > 0:
+                gap = abs(hessian_sharpness - curv.sharpness) / curv.sharpness
+        stages.done("hessian")
+
+        gen = curv.generalized_sharpness(batch_size, replacement)
+        eta_star = math.inf if gen <= 0 else 2.0 / gen
+        curve = None
+        if grid is not None:
+            values = curv.ms_threshold_curve(grid, replacement)
+            curve = {int(b): float(v) for b, v in zip(grid, values, strict=True)}
+        stages.done("threshold")
+
+        report = StabilityReport(
+            lr=lr,
+            batch_size=int(batch_size),
+            replacement=replacement,
+            n=n,
+            num_outputs=point.num_outputs,
+            num_parameters=point.num_parameters,
+            loss_name=point.loss.name,
+            reduction=point.loss.reduction,
+            noise_factor=p,
+            loss_value=loss_value,
+            gradient_norm=gradient_norm,
+            max_abs_residual=residual,
+            minimum_at_targets=point.loss.minimum_at_targets,
+            rank=curv.rank,
+            sharpness=curv.sharpness,
+            hessian_sharpness=hessian_sharpness,
+            linearisation_gap=gap,
+            linearisation="not checked" if gap is None else _grade(gap),
+            non_uniformity=curv.non_uniformity,
+            trace=curv.trace,
+            gd_threshold=curv.gd_threshold(),
+            wu_condition=curv.wu_condition(lr, batch_size, replacement),
+            generalized_sharpness=gen,
+            ms_threshold=eta_star,
+            necessary_bounds=curv.necessary_bounds(batch_size, replacement),
+            threshold_curve=curve,
+            worst_alignment_factor=curv.worst_alignment_factor(),
+            notes=notes,
+        )
+        _optional_parts(report, curv, point, rank_one, bounds, seed, chunk_size)
+        stages.done("bounds")
+    finally:
+        stages.close()
+    _explain(report)
+    report.timings = stages.timings
+    return report
+
+
+def _hessian_top(point: ModelPoint, seed: int) -> float:
+    r"""Top eigenvalue of the Hessian of the per-sample-mean loss (Lanczos, tol 1e-8)."""
+    from .curvature_ops import loss_hessian_operator, top_eigenvalues
+
+    op = loss_hessian_operator(point.model, (point.X, point.targets), loss=point.loss)
+    top = float(top_eigenvalues(op, 1, tol=1e-8, seed=seed)[0])
+    return top / (1.0 if point.loss.reduction == "mean" else point.n)
+
+
+def _optional_parts(
+    report: StabilityReport,
+    curv: Curvature,
+    point: ModelPoint,
+    rank_one: bool,
+    bounds: bool,
+    seed: int,
+    chunk_size: int,
+) -> None:
+    """The parts that may fail: each failure becomes None and a note, never an exception."""
+    b, repl, lr = report.batch_size, report.replacement, report.lr
+    lr_mean = lr * curv.lr_scale(b)  # the step in batch-mean units, as the papers write it
+    if curv.num_outputs == 1 and curv.rank:
+        along = curv.top_direction_curvatures()  # (a_i . v)^2 for H_i = a_i a_i^T
+        report.top_direction_moments = {
+            k: (float(np.mean(along**k)), 2.0**k * float(b) ** (k - 1) / lr_mean**k)
+            for k in (1, 2)
+        }
+    if rank_one:
+        try:
+            report.rank_one_bound = curv.rank_one_bound(b, repl, seed=seed).value
+        except ValueError as exc:
+            report.notes.append(f"rank-one bound skipped: {exc}")
+    mu0 = report.worst_alignment_factor
+    if mu0 > 0 and report.noise_factor > 0:
+        rhs = 1.0 / (lr_mean * math.sqrt(report.noise_factor * mu0))
+        report.frobenius_bound = (math.sqrt(curv.frobenius2), rhs)
+    if bounds:
+        report.part3 = _part3(curv, point, lr_mean, b, chunk_size, report.notes)
+
+
+def _part3(curv, point, lr_mean, b, chunk_size, notes) -> dict | None:
+    """Ma & Ying Cor. 1 and the first-layer gradients (square losses with K = 1)."""
+    if curv.num_outputs != 1 or not point.loss.minimum_at_targets:
+        notes.append("MY Cor 1 / first-layer bounds are stated for square losses with K = 1")
+        return None
+    out = {}
+    try:
+        first = first_layer_gradients(point.model, point.X, 1, chunk_size=chunk_size)
+        out["first layer (k=1)"] = f"g_W = {first.g_W:.4g}, g_x = {first.g_x:.4g}"
+    except (TypeError, ValueError) as exc:
         notes.append(f"first-layer quantities skipped: {exc}")
-    if first is not None and moment is not None:
-        sobolev = {}
-        for k, fl in first.items():
-            prefactor = fl.w1t_norm[1] / float(fl.input_norms.min())
-            sobolev[k] = (fl.g_x, prefactor * float(moment[k][1].rhs))
-    if moment is not None:
-        notes.append(
-            "MY Thm 2 / Cor 1 / Thm 3 assume k-th order stability: k = 1 holds iff "
-            f"lr <= 2/a ({'yes' if lr <= 2 / max(curv.sharpness, 1e-300) else 'no'}), "
-            f"k = 2 iff lr <= eta* ({'yes' if lr <= eta_star else 'no'})"
+    if curv.dim is not None and curv.rank:
+        # sum over coordinates of a_ij^2 = ||a_i||^2 = Tr H_i (rotation invariant for k = 1)
+        norms2 = curv.sample_traces()
+        cor1 = stability_bounds.Bound(
+            lhs=float(np.mean(norms2)),
+            rhs=2.0 * curv.dim / lr_mean,
+            description="MY Cor 1 (k=1): mean ||a_i||^2 <= 2 d / lr",
         )
-    lap("MY bounds")
+        out["MY Cor 1 (k=1)"] = f"{cor1.lhs:.4g} <= {cor1.rhs:.4g}: {cor1.holds}"
+    return out or None
 
-    alignment = None
-    if not interpolates and train_loss > 0:
-        alignment = alignment_factor_gram(gram, residuals, k_out)
-    else:
-        notes.append(
-            "alignment factor of the current residuals not reported at an interpolating "
-            "point (they are rounding noise); see the worst alignment mu0 instead"
-        )
-    frob = None
-    if curv.worst_alignment > 0:
-        frob = bounds.frobenius_bound(
-            np.diag(curv.eigenvalues), lr, batch_size, curv.worst_alignment, noise_factor=p
-        )
-    lap("alignment")
 
-    return StabilityReport(
-        lr=lr,
-        batch_size=int(batch_size),
-        replacement=replacement,
-        n=n,
-        num_outputs=k_out,
-        num_parameters=d,
-        noise_factor=p,
-        train_loss=train_loss,
-        max_abs_residual=float(np.max(np.abs(residuals))),
-        interpolates=interpolates,
-        interpolation_tol=float(interpolation_tol),
-        sharpness=curv.sharpness,
-        hessian_sharpness=hessian_sharpness,
-        non_uniformity=curv.non_uniformity,
-        trace=curv.trace,
-        wu_condition=curv.wu_condition(lr, batch_size, replacement),
-        generalized_sharpness=gen_sharp,
-        ms_threshold=eta_star,
-        threshold_curve=curve,
-        necessary_bounds=necessary,
-        rank_one_bound=rank_one_value,
-        moment_bounds=moment,
-        first_layer=first,
-        sobolev_bounds=sobolev,
-        alignment_factor=alignment,
-        worst_alignment_factor=curv.worst_alignment,
-        frobenius_bound=frob,
-        notes=notes,
-        timings=timings,
-    )
+def _explain(report: StabilityReport) -> None:
+    """Plain-words caveats for points where the theory does not apply as stated."""
+    if not report.minimum_at_targets:
+        report.notes.append(
+            f"{report.loss_name} has no minimum at finite outputs: this point is not a "
+            "minimum, and eta* here is the exact threshold of SGD on the local quadratic "
+            "(Gauss-Newton) model of the loss, which says whether small perturbations of "
+            "the current iterate grow in mean square; it does not say the run will "
+            "converge, and its value drifts as training continues"
+        )
+    elif report.linearisation_gap is not None and report.linearisation_gap > 1e-3:
+        report.notes.append(
+            f"the loss Hessian's top eigenvalue differs from the Gauss-Newton one by "
+            f"{100 * report.linearisation_gap:.2g}%: the point is "
+            f"{'not ' if report.max_abs_residual and report.max_abs_residual > 1e-3 else ''}"
+            "near interpolation, and the linear-stability numbers describe the "
+            "Gauss-Newton model, not the loss itself"
+        )
+    if report.reduction == "sum":
+        report.notes.append(
+            "reduction='sum': a step with lr on the summed batch loss is B times the "
+            "batch-mean step, so eta* is 1/B of its batch-mean value"
+        )

@@ -21,69 +21,54 @@ __all__ = ["minimum_statistics", "train_minimum"]
 
 
 def minimum_statistics(
-    model, data, batch_size: int, replacement: bool = False, *, rank_one: bool = False
+    model, data, batch_size: int, replacement: bool = False, *, loss, rank_one: bool = False
 ) -> dict:
     r"""Linear-stability statistics of ``model`` at its current parameters on ``data``.
 
-    Everything is computed in the Gram space of the per-sample Jacobians (``nK x nK``,
-    float64), with :math:`H_i = J_i^\top J_i` the Gauss–Newton per-sample Hessians, equal
-    to the loss Hessians at an interpolating minimum:
+    One :func:`~companion.nets.curvature.model_curvature` (one Jacobian pass, one
+    eigendecomposition) under ``loss``, then:
 
     * ``sharpness`` :math:`a = \lambda_{\max}(H)`, ``non_uniformity``
       :math:`s = \sqrt{\lambda_{\max}(\Sigma)}` (:cite:p:`wu2018sgd`), ``trace``
       :math:`\mathrm{Tr}\,H`;
     * ``generalized_sharpness`` :math:`\lambda_{\max}(C^\dagger D)` and ``ms_threshold``
       :math:`\eta^* = 2/\lambda_{\max}(C^\dagger D)` for ``batch_size``
-      (:cite:p:`mulayoff2024exact` Thm 3);
+      (:cite:p:`mulayoff2024exact` Thm 3), in the learning-rate units of ``loss``;
     * ``bound_top_eigenvector`` and ``bound_trace``: the upper bounds (15) and (16) on
       :math:`\eta^*` (MM Prop. 3), and ``rank_one`` the rank-one lower bound on the
       generalized sharpness when ``rank_one`` is set;
     * ``g_W`` and ``g_x`` (:math:`k = 1`, :cite:p:`ma2021linear` eq. (5)), ``first_layer_norm``
       :math:`\|W_1\|_2`;
-    * ``loss``, the training loss :math:`\frac1{2n}\sum_i\|f_i-y_i\|^2`, and ``noise_factor``
-      :math:`p`.
+    * ``loss``, the value of ``loss`` on all the data, and ``noise_factor`` :math:`p`.
 
     Returns a dict of floats (JSON values).
     """
-    import torch
+    from .curvature import model_curvature, model_point
+    from .jacobians import first_layer_gradients
+    from .training import first_layer_norm
 
-    from .data import as_xy
-    from .diagnosis import gram_curvature
-    from .jacobians import first_layer_gradients, gram_matrix, parameter_jacobian
-    from .models import as_float64
-    from ..stability.sampling import batch_noise_factor
-    from ..stability.thresholds import generalized_sharpness_gn, ms_necessary_bounds_gn, rank_one_bound_gn
-    from .training import _first_layer_norm, square_loss
-
-    model = as_float64(model)
-    X, y = as_xy(data, torch.float64)
-    n = int(X.shape[0])
-    batch_size = check_batch_size(batch_size, n, replacement)
-    k = int(y.shape[1])
-    gram = gram_matrix(model, X)
-    curvature = gram_curvature(gram, num_outputs=k)
-    gen = generalized_sharpness_gn(None, batch_size, replacement, gram=gram, num_outputs=k)
-    bounds = ms_necessary_bounds_gn(None, batch_size, replacement, gram=gram, num_outputs=k)
-    grads = first_layer_gradients(model, X, k=1)
-    with torch.no_grad():
-        loss = float(square_loss(model, X, y))
+    point = model_point(model, data, loss=loss)
+    batch_size = check_batch_size(batch_size, point.n, replacement)
+    curv = model_curvature(point.model, None, loss=point.loss, point=point)
+    bounds = curv.necessary_bounds(batch_size, replacement)
+    gen = curv.generalized_sharpness(batch_size, replacement)
+    grads = first_layer_gradients(point.model, point.X, k=1)
     out = {
-        "loss": loss,
-        "noise_factor": batch_noise_factor(n, batch_size, replacement),
-        "sharpness": curvature.sharpness,
-        "non_uniformity": curvature.non_uniformity,
-        "trace": curvature.trace,
+        "loss": point.loss_value(),
+        "noise_factor": curv.noise_factor(batch_size, replacement),
+        "sharpness": curv.sharpness,
+        "non_uniformity": curv.non_uniformity,
+        "trace": curv.trace,
         "generalized_sharpness": gen,
         "ms_threshold": math.inf if gen <= 0 else 2.0 / gen,
         "bound_top_eigenvector": float(bounds.top_eigenvector),
         "bound_trace": float(bounds.trace),
         "g_W": grads.g_W,
         "g_x": grads.g_x,
-        "first_layer_norm": _first_layer_norm(model),
+        "first_layer_norm": first_layer_norm(point.model),
     }
     if rank_one:
-        jac = parameter_jacobian(model, X)
-        out["rank_one"] = float(rank_one_bound_gn(jac, batch_size, replacement)[0])
+        out["rank_one"] = float(curv.rank_one_bound(batch_size, replacement).value)
     return out
 
 
@@ -92,6 +77,7 @@ def train_minimum(
     batch_size: int,
     seed: int = 0,
     *,
+    loss,
     init_seed: int | None = None,
     dataset: str = "digits",
     classes: Sequence = (0, 1),
@@ -109,8 +95,8 @@ def train_minimum(
 
     Loads ``dataset`` (two classes, targets :math:`\pm1`, float64), builds
     ``make_model("mlp", seed=init_seed)`` and runs :func:`companion.training.train`
-    (square loss :math:`\frac1{2n}\sum_i(f_i-y_i)^2`, batches drawn independently at every
-    step, stop once the loss is at most ``tol``). A module-level function of JSON values,
+    (SGD on ``loss``, batches drawn independently at every step, stop once the loss is at
+    most ``tol``). A module-level function of JSON values,
     for :func:`sweep`.
 
     Parameters
@@ -118,6 +104,10 @@ def train_minimum(
     lr, batch_size, seed
         :math:`\eta`, :math:`B` and the seed of the batch sampling (and of the
         initialisation unless ``init_seed`` is given). ``batch_size = n`` is GD.
+    loss : torch loss module or str
+        The training loss (:func:`companion.nets.losses.as_output_loss`), e.g.
+        ``"half_squared_error"`` for the papers' :math:`\frac1{2n}\sum_i(f_i-y_i)^2`: a
+        string keeps the function's arguments JSON values.
     init_seed : int, optional
         Seed of the initialisation (default ``seed``); fix it to start every run from the
         same point.
@@ -160,6 +150,7 @@ def train_minimum(
         history = train(
             model,
             data,
+            loss=loss,
             lr=lr,
             batch_size=batch_size,
             steps=steps,
@@ -199,5 +190,9 @@ def train_minimum(
         "norm_history": history.first_layer_norm.tolist(),
     }
     if not history.diverged:
-        out.update(minimum_statistics(model, data, batch_size, replacement, rank_one=rank_one))
+        out.update(
+            minimum_statistics(
+                model, data, batch_size, replacement, loss=loss, rank_one=rank_one
+            )
+        )
     return out

@@ -60,6 +60,7 @@ __all__ = [
     "mean_hessian",
     "noise_covariance",
     "non_uniformity",
+    "psd_factor",
     "range_mask",
     "sharpness",
 ]
@@ -254,13 +255,31 @@ def _check_loss_hessians(loss_hessians, n: int, k: int) -> np.ndarray:
     asym = float(np.max(np.abs(lam - np.swapaxes(lam, 1, 2))))
     if asym > 1e-8 * max(scale, 1e-300):
         raise ValueError(f"loss_hessians must be symmetric: largest |Λ - Λ^T| is {asym:.3g}")
-    w, q = np.linalg.eigh(0.5 * (lam + np.swapaxes(lam, 1, 2)))
-    if float(w.min()) < -1e-8 * max(scale * k, 1e-300):
+    lowest = float(np.linalg.eigvalsh(0.5 * (lam + np.swapaxes(lam, 1, 2))).min())
+    if lowest < -1e-8 * max(scale * k, 1e-300):
         raise ValueError(
-            f"loss_hessians must be positive semi-definite: smallest eigenvalue {w.min():.3g} "
+            f"loss_hessians must be positive semi-definite: smallest eigenvalue {lowest:.3g} "
             "(the generalized Gauss-Newton needs a loss convex in the outputs)"
         )
-    return np.sqrt(np.clip(w, 0.0, None))[:, :, None] * np.swapaxes(q, 1, 2)
+    return psd_factor(lam)
+
+
+def psd_factor(matrices) -> np.ndarray:
+    r"""Square factors :math:`S_i` with :math:`S_i^\top S_i = M_i` of a PSD stack ``(..., K, K)``.
+
+    :math:`S_i = \mathrm{diag}(\sqrt{w})Q^\top` from :math:`M_i = Q\,\mathrm{diag}(w)Q^\top`;
+    eigenvalues below zero by rounding are clipped to 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> s = psd_factor(np.array([[[4.0, 0.0], [0.0, 1.0]]]))
+    >>> (s[0].T @ s[0]).round(12).tolist()
+    [[4.0, 0.0], [0.0, 1.0]]
+    """
+    mats = np.asarray(matrices, dtype=np.float64)
+    w, q = np.linalg.eigh(0.5 * (mats + np.swapaxes(mats, -1, -2)))
+    return np.sqrt(np.clip(w, 0.0, None))[..., :, None] * np.swapaxes(q, -1, -2)
 
 
 class Curvature:
@@ -554,6 +573,22 @@ class Curvature:
         blocks = self._factors @ self._factors_t  # (n, k, k)
         return np.sum(blocks**2, axis=(1, 2))
 
+    def top_direction_curvatures(self) -> np.ndarray:
+        r"""The ``n`` curvatures :math:`v^\top H_iv` along the top eigenvector :math:`v` of H.
+
+        Their mean is :math:`\lambda_{\max}(H)`; their spread enters MM eq. (15) and their
+        :math:`k`-th moments MY Thm 2 along the sharpest direction.
+        """
+        if not self.rank:
+            return np.zeros(self.n)
+        return self._forms(np.eye(self.rank)[-1])
+
+    def sample_traces(self) -> np.ndarray:
+        r"""The ``n`` traces :math:`\mathrm{Tr}\,H_i` (Gauss-Newton: :math:`\|\tilde J_i\|_F^2`)."""
+        if self._factors is None:
+            return np.trace(self._matrices, axis1=1, axis2=2)
+        return np.sum(self._factors**2, axis=(1, 2))
+
     # ----------------------------------------------------------------------------------
     # statistics of H
     # ----------------------------------------------------------------------------------
@@ -821,9 +856,7 @@ class Curvature:
         if not self.rank:
             return NecessaryBounds(math.inf, math.inf, math.inf)
         lam = self.sharpness
-        top = np.zeros(self.rank)
-        top[-1] = 1.0
-        var_top = float(np.mean((self._forms(top) - lam) ** 2))
+        var_top = float(np.mean((self.top_direction_curvatures() - lam) ** 2))
         hi_fro2 = float(np.mean(self._sample_frobenius2()))
         return NecessaryBounds(
             top_eigenvector=_ratio(2.0 * lam, scale * (lam**2 + p * var_top)),

@@ -40,9 +40,9 @@ from ..validation import (
     check_replacement,
     check_symmetric_psd,
 )
+from .curvature import range_mask
 from .operators import kron_operators, second_moment_map, second_moment_operator
 from .sampling import batch_noise_factor, sample_batches
-from .curvature import range_mask
 
 #: Entries (float64) one block of per-trajectory products may hold during simulation.
 _GATHER_ENTRIES = 2**22

@@ -54,7 +54,7 @@ _MOMENT_METHODS = ("auto", "moments", "enumerate")
 _MAX_ENUMERATED_BATCHES = 1_000_000
 _MATRIX_FREE_HINT = (
     "the matrix-free routes (second_moment_map for k = 2, "
-    "ms_threshold(method='eigenbasis') or ms_threshold_gn via the 'gram' route)"
+    "Curvature(...).ms_threshold(method='lanczos'), e.g. from Jacobians or a Gram matrix)"
 )
 
 
@@ -127,8 +127,8 @@ def kron_operators(hessians, batch_size: int, replacement: bool = False):
     Raises
     ------
     ValueError
-        If the two matrices would not fit in memory (use the matrix-free "eigenbasis"
-        or "gram" routes of ``ms_threshold`` / ``ms_threshold_gn`` instead).
+        If the two matrices would not fit in memory (use the matrix-free "lanczos"
+        strategy of :class:`~companion.stability.curvature.Curvature` instead).
     """
     hs = as_hessians(hessians)
     n, d, _ = hs.shape
@@ -136,7 +136,7 @@ def kron_operators(hessians, batch_size: int, replacement: bool = False):
     check_dense_size(
         3 * d**4,
         f"C and D for d = {d} (two {d * d} x {d * d} matrices)",
-        "ms_threshold(method='eigenbasis') or ms_threshold_gn (the 'gram' route)",
+        "ms_threshold(method='lanczos') of a Curvature (from Jacobians or a Gram matrix)",
     )
     h = hs.mean(axis=0)
     eye = np.eye(d)
