@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from _common import best_time, write_result
 
-from companion.data import load
-from companion.jacobians import parameter_jacobian, parameter_jacobian_loop
-from companion.models import make_model, num_parameters
+from companion.nets.data import load
+from companion.nets.jacobians import parameter_jacobian, parameter_jacobian_loop
+from companion.nets.models import make_model, num_parameters
 
 TARGET = 10.0
 CASES = {

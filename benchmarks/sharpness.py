@@ -1,12 +1,13 @@
 """Sharpness of a trained network: Hessian-vector products needed by Lanczos vs power iteration.
 
-An MLP is trained on digits (10 classes, one-hot targets); the sharpness lambda_max of the
-loss Hessian (curvlinops operator, (1/2n) normalisation) is computed to machine precision as
-the reference. Then both methods are run with oracle stopping, counting the Hessian-vector
-products (HVPs) until the relative error first reaches 1e-6: power iteration checks its
-Rayleigh quotient after every product; Lanczos (scipy eigsh / ARPACK, as in
-``top_eigenvalues``, default basis size 20) is run with tolerances 1e-1, 1e-2, ... and the
-first run that is accurate enough counts.
+An MLP is trained on digits (10 classes, one-hot targets) with the half squared error
+(``HalfSquaredError``, (1/2n) sum_i |f_i - y_i|^2); the sharpness lambda_max of the loss
+Hessian (``companion.nets.curvature_ops.loss_hessian_operator``, a curvlinops operator) is
+computed to machine precision as the reference. Then both methods are run with oracle
+stopping, counting the Hessian-vector products (HVPs) until the relative error first reaches
+1e-6: power iteration checks its Rayleigh quotient after every product; Lanczos (scipy eigsh /
+ARPACK, as in ``top_eigenvalues``, default basis size 20) is run with tolerances 1e-1, 1e-2,
+... and the first run that is accurate enough counts.
 
 Two trained nets: full-batch GD at lr = 0.5, which ends at the edge of stability
 (lambda_max ~ 2/lr) with the top of the spectrum clustered (lambda_2 / lambda_max ~ 0.999)
@@ -24,15 +25,16 @@ import sys
 import torch
 from _common import write_result
 
-from companion.data import load
-from companion.hessian_ops import (
+from companion.nets.curvature_ops import (
     CountingOperator,
     loss_hessian_operator,
     power_iteration,
     top_eigenvalues,
 )
-from companion.models import make_model, num_parameters
-from companion.training import train
+from companion.nets.data import load
+from companion.nets.losses import HalfSquaredError
+from companion.nets.models import make_model, num_parameters
+from companion.nets.training import train
 
 TARGET = 1.0 / 3.0
 RTOL = 1e-6
@@ -48,9 +50,10 @@ def trained_operator(name: str):
     n_per_class, widths, lr, batch_size, steps = CASES[name]
     data = load("digits", n_per_class=n_per_class)
     model = make_model("mlp", in_dim=64, widths=widths, out_dim=10, seed=0)
-    hist = train(model, data, lr=lr, batch_size=batch_size, steps=steps, progress=False)
+    loss = HalfSquaredError()  # (1/2B) sum_i |f_i - y_i|^2, the papers' square loss
+    hist = train(model, data, lr=lr, batch_size=batch_size, steps=steps, loss=loss, progress=False)
     print(f"[{name}] trained: {hist}")
-    return loss_hessian_operator(model, data), num_parameters(model), hist.final_loss
+    return loss_hessian_operator(model, data, loss=loss), num_parameters(model), hist.final_loss
 
 
 def lanczos_products(op, reference: float) -> tuple[int, float, float]:

@@ -13,8 +13,8 @@ import sys
 import numpy as np
 from _common import best_time, write_result
 
-from companion.dynamics import simulate_linearized_sgd
-from companion.thresholds import ms_threshold
+from companion.stability.dynamics import simulate_linearized_sgd
+from companion.stability.thresholds import ms_threshold
 
 TARGET = 50.0
 N_SAMPLES, DIM, BATCH, STEPS, TRAJECTORIES = 32, 16, 4, 100, 1000

@@ -1,17 +1,20 @@
-"""Exact mean-square threshold eta*: dense vs matrix-free eigenbasis vs Gram space.
+"""Exact mean-square threshold eta*: dense vs matrix-free Lanczos vs Gram space.
 
 All three routes compute eta* = 2 / lambda_max(C^+ D) (Mulayoff & Michaeli 2024, Thm 3) for
-Gauss-Newton Hessians H_i = J_i^T J_i built from random Jacobians (n, K, d):
+Gauss-Newton Hessians H_i = J_i^T J_i built from random Jacobians (n, K, d), through
+``companion.stability`` (the functional front door and ``Curvature``):
 
-* dense       ``ms_threshold(method="dense")``: r^2 x r^2 generalized eigenproblem, O(r^6);
-* eigenbasis  ``ms_threshold(method="eigenbasis")``: Lanczos on r x r matrices, O(n r^3) per
-              product (O(n k r^2) when every H_i has rank k <= r/4);
-* gram        ``ms_threshold_gn``: Lanczos in the basis of the nK x nK Gram matrix, cost
-              independent of d once J J^T is formed.
+* dense    ``ms_threshold(hessians, B, method="dense")``: r^2 x r^2 generalized eigenproblem,
+           O(r^6);
+* lanczos  ``ms_threshold(hessians, B, method="lanczos")``: Lanczos on r x r matrices in the
+           eigenbasis of H, O(n r^3) per product (O(n k r^2) when every H_i has rank k <= r/4);
+* gram     ``Curvature.from_gram(J J^T, num_outputs=K).ms_threshold(B)``: Lanczos in the basis
+           of the nK x nK Gram matrix, cost independent of d once J J^T is formed (the route
+           ``Curvature.from_jacobians(J)`` takes by itself when nK <= d).
 
 Each route runs where it fits in memory and time; where two or more run, their values must
-agree to 1e-8 relative. Targets: eigenbasis at least 100x faster than dense at d = 40 with
-the same value to 1e-8; Gram at n = 1000, K = 1, d = 100,000 under 60 s; eigenbasis at
+agree to 1e-8 relative. Targets: lanczos at least 100x faster than dense at d = 40 with
+the same value to 1e-8; Gram at n = 1000, K = 1, d = 100,000 under 60 s; lanczos at
 n = 50, d = 500 (full-rank H_i, the worst case) under 2 minutes (that case alone takes about
 11 minutes here, so it runs only with ``--large``). The largest n the Gram route handles in
 10 minutes is *estimated*, not measured: from the largest measured n (K = 1, d = 10,000) with
@@ -19,7 +22,8 @@ the asymptotic O((nK)^3) cost (each Lanczos product costs O(nK r^2) with r = nK)
 memory (ARPACK keeps 20 Lanczos vectors of r^2 entries). A power law t = c n^a fitted to
 n = 500, 1000, 2000 is reported as a check: at these sizes fixed costs still dominate, so a
 is well below 3 and extrapolating the fit would be optimistic. Timings include input
-validation (what a caller pays). Writes benchmarks/results/thresholds.json.
+validation (what a caller pays). Writes benchmarks/results/thresholds.json; ``--smoke`` runs
+only the two smallest cases and writes nothing (a check that the routes run and agree).
 """
 
 from __future__ import annotations
@@ -30,12 +34,13 @@ import sys
 import numpy as np
 from _common import best_time, write_result
 
-from companion.thresholds import ms_threshold, ms_threshold_gn
+from companion.stability.curvature import Curvature
+from companion.stability.thresholds import ms_threshold
 
 BATCH = 8
 AGREE = 1e-8
-TARGETS = {("eigenbasis", 50, 500, 500): 120.0, ("gram", 1000, 1, 100_000): 60.0}
-SPEEDUP_CASE, SPEEDUP_TARGET = (40, 4, 40), 100.0  # dense / eigenbasis at d = 40
+TARGETS = {("lanczos", 50, 500, 500): 120.0, ("gram", 1000, 1, 100_000): 60.0}
+SPEEDUP_CASE, SPEEDUP_TARGET = (40, 4, 40), 100.0  # dense / lanczos at d = 40
 LARGE = {(50, 500, 500)}  # run only with --large (about 11 minutes on 2 cores)
 SCALING_K, SCALING_D, BUDGET_S = 1, 10_000, 600.0  # Gram route: largest n in 10 minutes
 # float64 arrays of (nK)^2 entries alive during the Gram route: 20 Lanczos vectors (ARPACK's
@@ -43,13 +48,13 @@ SCALING_K, SCALING_D, BUDGET_S = 1, 10_000, 600.0  # Gram route: largest n in 10
 GRAM_ROUTE_ARRAYS = 25
 # (n, K, d, routes); K = d gives full-rank per-sample Hessians.
 CASES = [
-    (20, 1, 10, ("dense", "eigenbasis", "gram")),
-    (20, 4, 20, ("dense", "eigenbasis", "gram")),
-    (40, 4, 30, ("dense", "eigenbasis", "gram")),
-    (40, 4, 40, ("dense", "eigenbasis", "gram")),
-    (50, 20, 200, ("eigenbasis", "gram")),
-    (50, 20, 500, ("eigenbasis", "gram")),
-    (50, 500, 500, ("eigenbasis",)),
+    (20, 1, 10, ("dense", "lanczos", "gram")),
+    (20, 4, 20, ("dense", "lanczos", "gram")),
+    (40, 4, 30, ("dense", "lanczos", "gram")),
+    (40, 4, 40, ("dense", "lanczos", "gram")),
+    (50, 20, 200, ("lanczos", "gram")),
+    (50, 20, 500, ("lanczos", "gram")),
+    (50, 500, 500, ("lanczos",)),
     (500, 1, 10_000, ("gram",)),
     (1000, 1, 10_000, ("gram",)),
     (2000, 1, 10_000, ("gram",)),
@@ -60,12 +65,17 @@ CASES = [
 def run_case(n: int, k: int, d: int, routes: tuple[str, ...], rng: np.random.Generator) -> dict:
     jac = rng.standard_normal((n, k, d)) / np.sqrt(d)
     hessians = None
-    if "dense" in routes or "eigenbasis" in routes:
+    if "dense" in routes or "lanczos" in routes:
         hessians = np.swapaxes(jac, 1, 2) @ jac  # batched BLAS: J_i^T J_i
+    rows = jac.reshape(n * k, d)
+
+    def gram_route() -> float:
+        return Curvature.from_gram(rows @ rows.T, num_outputs=k).ms_threshold(BATCH)
+
     calls = {
         "dense": lambda: ms_threshold(hessians, BATCH, method="dense"),
-        "eigenbasis": lambda: ms_threshold(hessians, BATCH, method="eigenbasis"),
-        "gram": lambda: ms_threshold_gn(jac, BATCH),
+        "lanczos": lambda: ms_threshold(hessians, BATCH, method="lanczos"),
+        "gram": gram_route,
     }
     seconds, values = {}, {}
     for route in routes:
@@ -96,12 +106,12 @@ def ratio(seconds: dict, slow: str, fast: str) -> str:
 
 
 def speedup_target(rows: list[dict]) -> dict:
-    """Dense / eigenbasis time ratio at d = 40 against its target (and the 1e-8 agreement)."""
+    """Dense / lanczos time ratio at d = 40 against its target (and the 1e-8 agreement)."""
     row = next(r for r in rows if (r["n"], r["K"], r["d"]) == SPEEDUP_CASE)
-    ratio = row["seconds"]["dense"] / row["seconds"]["eigenbasis"]
+    ratio = row["seconds"]["dense"] / row["seconds"]["lanczos"]
     met = bool(ratio >= SPEEDUP_TARGET and row["agree"])
     print(
-        f"eigenbasis vs dense at n = {row['n']}, K = {row['K']}, d = {row['d']}: {ratio:.1f}x "
+        f"lanczos vs dense at n = {row['n']}, K = {row['K']}, d = {row['d']}: {ratio:.1f}x "
         f"(target >= {SPEEDUP_TARGET:.0f}x, same value to {AGREE:g}): {'met' if met else 'MISSED'}"
     )
     return {"case": list(SPEEDUP_CASE), "ratio": ratio, "target": SPEEDUP_TARGET, "met": met}
@@ -144,11 +154,23 @@ def gram_scaling(rows: list[dict]) -> dict:
     }
 
 
+def smoke() -> int:
+    """``--smoke``: the two smallest cases on every route, printed, nothing written (seconds)."""
+    ok = True
+    for n, k, d, routes in CASES[:2]:
+        row = run_case(n, k, d, routes, np.random.default_rng([0, n, k, d]))
+        print(f"n = {n}, K = {k}, d = {d}: eta* {row['eta_star']}, agree: {row['agree']}")
+        ok &= row["agree"]
+    return 0 if ok else 1
+
+
 def main() -> int:
+    if "--smoke" in sys.argv[1:]:
+        return smoke()
     large = "--large" in sys.argv[1:]
     header = (
-        f"{'n':>5} {'K':>4} {'d':>7} | {'dense s':>9} {'eigen s':>9} {'gram s':>9} | "
-        f"{'dense/eig':>9} {'eig/gram':>9} | {'max rel diff':>12}  target"
+        f"{'n':>5} {'K':>4} {'d':>7} | {'dense s':>9} {'lanczos s':>9} {'gram s':>9} | "
+        f"{'dense/lan':>9} {'lan/gram':>9} | {'max rel diff':>12}  target"
     )
     load_before = os.getloadavg()
     print(f"eta* for H_i = J_i^T J_i, random J, B = {BATCH} without replacement")
@@ -171,9 +193,9 @@ def main() -> int:
                 notes.append(f"{route} < {limit:.0f} s: {'met' if met else 'MISSED'}")
         diff = f"{row['max_relative_disagreement']:12.1e}" if len(routes) > 1 else f"{'-':>12}"
         print(
-            f"{n:>5} {k:>4} {d:>7} | {fmt(sec, 'dense')} {fmt(sec, 'eigenbasis')} "
-            f"{fmt(sec, 'gram')} | {ratio(sec, 'dense', 'eigenbasis')} "
-            f"{ratio(sec, 'eigenbasis', 'gram')} | {diff}  {'; '.join(notes)}",
+            f"{n:>5} {k:>4} {d:>7} | {fmt(sec, 'dense')} {fmt(sec, 'lanczos')} "
+            f"{fmt(sec, 'gram')} | {ratio(sec, 'dense', 'lanczos')} "
+            f"{ratio(sec, 'lanczos', 'gram')} | {diff}  {'; '.join(notes)}",
             flush=True,
         )
         ok &= row["agree"]
@@ -190,12 +212,12 @@ def main() -> int:
             },
             "load_average_1min": {"start": load_before[0], "end": os.getloadavg()[0]},
             "cases": rows,
-            "eigenbasis_vs_dense": speedup,
+            "lanczos_vs_dense": speedup,
             "gram_scaling": scaling,
             "large_cases_run": large,
             "note": (
                 "timings on a shared machine vary by 2-5x with the load; the full-rank "
-                "eigenbasis case is ~1.5e12 flops (about 60 Lanczos products of 4 n r^3)"
+                "lanczos case is ~1.5e12 flops (about 60 Lanczos products of 4 n r^3)"
             ),
         },
     )

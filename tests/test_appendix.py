@@ -1,5 +1,8 @@
 """Static checks of the appendices: theorem index, API reference and stored benchmark results.
 
+The API reference (book/appendix/api.md) documents every module of the package in the order of
+its layout, except the book-only helpers of ``companion.book``.
+
 The theorem index (book/appendix/theorem_index.md) links every result of THEOREMS.md to its
 label in the book; results whose chapter is not yet in ``_toc.yml`` sit in a separate
 "not yet in the book" table without a link (a link to an unbuilt page fails the build). These
@@ -9,6 +12,7 @@ tests fail when the index and the book drift apart in either direction.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import re
 
@@ -113,15 +117,36 @@ def test_every_theorem_id_is_in_the_index():
     assert listed - ids == set(), f"ids in the index unknown to THEOREMS.md: {sorted(listed - ids)}"
 
 
+def resolve(dotted: str):
+    """The object named by ``companion.<module path>.<name>[.<attribute>]``, or raise."""
+    parts = dotted.split(".")
+    for split in range(len(parts), 0, -1):
+        module_name = ".".join(parts[:split])
+        try:
+            obj = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and module_name.startswith(exc.name):
+                continue  # not a module: look one level up
+            raise
+        for attr in parts[split:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ModuleNotFoundError(dotted)
+
+
 def test_index_names_existing_functions_and_tests():
     _, _, rows = index_tables()
     for result, row in rows.items():
-        functions = re.findall(r"`companion\.(\w+)\.(\w+)`", row)
+        functions = re.findall(r"`(companion(?:\.\w+)+)`", row)
         assert functions, f"row of {result} names no companion function"
-        for module, name in functions:
-            assert hasattr(importlib.import_module(f"companion.{module}"), name), (
-                f"{result}: companion.{module}.{name} does not exist"
+        for dotted in functions:
+            assert "." in dotted.removeprefix("companion."), (
+                f"{result}: name {dotted} with its module, not through the top level"
             )
+            try:
+                resolve(dotted)
+            except (ImportError, AttributeError) as exc:
+                raise AssertionError(f"{result}: {dotted} does not exist ({exc})") from exc
         tests = re.findall(r"`(tests/test_\w+\.py)::(test_\w+)`", row)
         assert tests, f"row of {result} names no test"
         for file, name in tests:
@@ -132,19 +157,77 @@ def test_index_names_existing_functions_and_tests():
             )
 
 
-def test_api_reference_documents_every_module():
-    modules = {
-        p.stem for p in (ROOT / "src" / "companion").glob("*.py") if not p.stem.startswith("_")
-    }
-    documented = set(
-        re.findall(r"^\.\. automodule:: companion\.(\w+)", (APPENDIX / "api.md").read_text(), re.M)
+def package_modules() -> set[str]:
+    """Dotted names of every module under src/companion (packages included)."""
+    src = ROOT / "src"
+    names = set()
+    for path in (src / "companion").rglob("*.py"):
+        parts = list(path.relative_to(src).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        names.add(".".join(parts))
+    return names
+
+
+def api_documented() -> list[str]:
+    text = (APPENDIX / "api.md").read_text()
+    return re.findall(r"^\.\. automodule:: (companion[\w.]*)\s*$", text, re.M)
+
+
+def is_book_only(module: str) -> bool:
+    return module == "companion.book" or module.startswith("companion.book.")
+
+
+def test_api_reference_documents_every_module_but_the_book_helpers():
+    modules = {m for m in package_modules() if not is_book_only(m)}
+    documented = api_documented()
+    assert len(documented) == len(set(documented)), "a module is documented twice"
+    assert modules - set(documented) == set(), (
+        f"modules missing from the API reference: {sorted(modules - set(documented))}"
     )
-    assert modules - documented == set(), (
-        f"modules missing from the API reference: {modules - documented}"
+    assert set(documented) - modules == set(), (
+        f"API reference names unknown modules: {sorted(set(documented) - modules)}"
     )
-    assert documented - modules == set(), (
-        f"API reference names unknown modules: {documented - modules}"
-    )
+
+
+def test_api_reference_leaves_out_the_book_helpers():
+    text = (APPENDIX / "api.md").read_text()
+    directives = re.findall(r"^\.\. auto\w+:: (\S+)", text, re.M)
+    assert directives, "api.md has no autodoc directive"
+    assert not [d for d in directives if is_book_only(d)], "companion.book is not public API"
+
+
+def test_api_reference_follows_the_layout():
+    """Sections in this order: top level, stability, theory, nets, sweeps, validation."""
+    text = (APPENDIX / "api.md").read_text()
+    headings = re.findall(r"^## .*?`(companion[\w.]*)`", text, re.M)
+    expected = [
+        "companion",
+        "companion.stability",
+        "companion.theory",
+        "companion.nets",
+        "companion.sweeps",
+        "companion.validation",
+    ]
+    assert [h for h in headings if h in expected] == expected, headings
+    documented = api_documented()
+    for package in ("companion.stability", "companion.theory", "companion.nets"):
+        inside = [m for m in documented if m.startswith(package + ".")]
+        first = documented.index(package)
+        # every module of a sub-package right after the sub-package itself
+        assert documented[first + 1 : first + 1 + len(inside)] == inside, package
+
+
+def test_top_level_names_are_documented_in_their_modules():
+    """Each name of companion.__all__ is defined in a module the API reference documents."""
+    import companion
+
+    documented = set(api_documented())
+    for name in companion.__all__:
+        obj = getattr(companion, name)
+        home = getattr(obj, "__module__", None)
+        if inspect.isfunction(obj) or inspect.isclass(obj):
+            assert home in documented, f"companion.{name} is defined in {home}, not documented"
 
 
 def test_appendices_are_a_part_just_before_the_back_matter():

@@ -1,4 +1,4 @@
-"""companion.data: real data offline (digits), OpenML path (monkeypatched), synthetic targets."""
+"""companion.nets.data: real data offline (digits), OpenML (monkeypatched), synthetic targets."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.datasets import load_digits
 
-from companion import data as cdata
-from companion.data import (
+from companion.nets import data as cdata
+from companion.nets.data import (
     Dataset,
     DatasetUnavailableError,
     as_inputs,
@@ -227,3 +227,43 @@ def test_as_xy_and_as_inputs_reject_bad_data():
 def test_module_lists_its_targets():
     assert set(cdata.SYNTHETIC_TARGETS) >= {"single-neuron", "circle-neuron", "teacher"}
     assert set(cdata.OPENML_DATASETS) == {"mnist", "fashion-mnist", "cifar10"}
+
+
+def test_as_xy_keeps_integer_labels_and_casts_only_floating_tensors():
+    X = torch.zeros(4, 3, dtype=torch.float32)
+    labels = torch.tensor([0, 2, 1, 2])
+    X2, y2 = as_xy((X, labels), torch.float64)
+    assert X2.dtype == torch.float64 and y2.dtype == torch.int64 and torch.equal(y2, labels)
+    assert y2.shape == (4,)  # labels keep their shape
+    _, y3 = as_xy((X.numpy(), labels.numpy().astype(np.int32)))
+    assert y3.dtype == torch.int64 and torch.equal(y3, labels)
+    _, y4 = as_xy((X, labels.float()), torch.float64)
+    assert y4.dtype == torch.float64 and y4.shape == (4, 1)  # floating targets: (n, K)
+    _, y5 = as_xy((X, np.ones(4, dtype=bool)))
+    assert y5.dtype == X.dtype  # booleans are 0/1 floating targets, in the dtype of X
+    X6, _ = as_xy((np.arange(8).reshape(4, 2), labels))
+    assert X6.dtype == torch.float64  # integer inputs are cast
+
+
+def test_as_xy_concatenates_a_dataloader_in_order():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(10, 3, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 3, (10,), generator=g)
+    for data in (DataLoader(TensorDataset(X, labels), batch_size=4), TensorDataset(X, labels)):
+        X2, y2 = as_xy(data)
+        assert torch.equal(X2, X) and torch.equal(y2, labels)
+    with pytest.raises(TypeError, match=r"data.*pairs"):
+        as_xy(DataLoader(TensorDataset(X), batch_size=4))
+    with pytest.raises(ValueError, match=r"data.*no batches"):
+        as_xy(DataLoader(TensorDataset(X, labels), batch_size=4, sampler=[]))
+
+
+def test_as_xy_and_as_inputs_move_to_a_device():
+    X, y = as_xy((np.ones((3, 2)), np.zeros(3)), device="meta")
+    assert X.device.type == "meta" and y.device.type == "meta"
+    assert as_inputs(np.ones((2, 2)), device="meta").device.type == "meta"
+    ds = synthetic("linear", n=4, d=2, n_test=0)
+    X, y = as_xy(ds, device="cpu")
+    assert X is ds.X_train or torch.equal(X, ds.X_train)

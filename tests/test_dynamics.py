@@ -1,4 +1,4 @@
-"""Tests for companion.dynamics: simulation, exact moments, regular minima, Lyapunov exponents."""
+"""Tests for companion.stability.dynamics: simulation, exact moments, regular minima, Lyapunov."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from companion import dynamics
-from companion.dynamics import (
+from companion.stability import dynamics
+from companion.stability.dynamics import (
     covariance_limit,
     lyapunov_exponent,
     mixture_process_operator,
@@ -18,9 +18,9 @@ from companion.dynamics import (
     simulate_linearized_sgd,
     stationary_statistics,
 )
-from companion.operators import kron_operators, second_moment_operator
-from companion.sampling import batch_noise_factor
-from companion.thresholds import ms_threshold
+from companion.stability.operators import kron_operators, second_moment_operator
+from companion.stability.sampling import batch_noise_factor
+from companion.stability.thresholds import ms_threshold
 
 # Moments here are O(1)-O(10) numbers built from a few hundred float64 products; rounding
 # leaves relative errors of order 1e-14, so 1e-11 is an exact-agreement tolerance.
@@ -41,7 +41,7 @@ def centred_gradients(rng, n, d):
 
 
 def reference_threshold(hs, batch_size, replacement):
-    """eta* = 2 / lambda_max(C^+ D) (MM Thm 3), from companion.thresholds."""
+    """eta* = 2 / lambda_max(C^+ D) (MM Thm 3), from companion.stability.thresholds."""
     return ms_threshold(hs, batch_size, replacement)
 
 
@@ -195,7 +195,7 @@ def test_vectorised_step_matches_per_trajectory_loop(monkeypatch, replacement, n
         replacement=replacement, seed=9, record_states=True,
     )  # fmt: skip
     # replay the same batches with a plain loop over trajectories
-    from companion.sampling import sample_batches
+    from companion.stability.sampling import sample_batches
 
     replay = np.random.default_rng(9)
     x = x0.copy()

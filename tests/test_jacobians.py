@@ -1,4 +1,4 @@
-"""companion.jacobians: per-sample derivatives against loops, finite differences, dense products."""
+"""companion.nets.jacobians: per-sample derivatives against loops, finite differences, autograd."""
 
 from __future__ import annotations
 
@@ -8,18 +8,32 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch.autograd.functional import hessian, jacobian
+from torch.func import functional_call
 
-from companion.jacobians import (
+from companion.nets.jacobians import (
+    FunctionalModel,
     first_layer_gradients,
     first_layer_matrix,
     gram_matrix,
     input_gradients,
+    loss_hessians,
     operator_norm_bounds,
     parameter_jacobian,
     parameter_jacobian_loop,
     preactivation_gradients,
 )
-from companion.models import make_model
+from companion.nets.losses import HalfSquaredError
+from companion.nets.models import make_model
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models: thread start-up dominates, and a loaded machine makes it much worse."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 # Same float64 operations in a different order: agreement to a few ulps of the entries.
 EXACT = 1e-12
@@ -195,3 +209,146 @@ def test_errors():
         operator_norm_bounds(np.eye(2), 0.5)
     with pytest.raises(ValueError, match="NaN"):
         operator_norm_bounds(np.array([[np.nan]]), 2)
+
+
+# ----------------------------------------------------------------------------------------
+# FunctionalModel, loss Hessians and the loss-weighted Gram matrix
+# ----------------------------------------------------------------------------------------
+
+
+def _autograd_jacobian(model, X):
+    """J (n, K, d) of the batched model by torch.autograd.functional.jacobian."""
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    sizes = [p.numel() for p in model.parameters()]
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def outputs(t):
+        parts = [u.reshape(s) for u, s in zip(torch.split(t, sizes), shapes, strict=True)]
+        return functional_call(model, dict(zip(names, parts, strict=True)), (X,))
+
+    out = outputs(theta)
+    return jacobian(outputs, theta).reshape(X.shape[0], -1, theta.numel()).numpy(), out
+
+
+def _autograd_lambdas(module, F, y):
+    return np.stack(
+        [
+            hessian(lambda f, i=i: module(f[None], y[i : i + 1]), F[i].detach()).numpy()
+            for i in range(F.shape[0])
+        ]
+    )
+
+
+def test_functional_model_is_the_model_on_one_sample():
+    model = MODELS["mlp"]()
+    X = _inputs(4)
+    fn = FunctionalModel(model, X)
+    assert (fn.n, fn.K, fn.d) == (4, 3, sum(p.numel() for p in model.parameters()))
+    assert fn.names == [n for n, _ in model.named_parameters()]
+    assert fn.device == torch.device("cpu") and fn.X.dtype == torch.float64
+    with torch.no_grad():
+        expected = model(X)
+    for i in range(4):  # a batch of one against the batch: rounding of the matmuls only
+        assert torch.allclose(fn({}, X[i]), expected[i], rtol=1e-14, atol=1e-15)
+    # replacing a parameter changes the function as replacing it in the model would
+    zero = {"first_layer.bias": torch.zeros(5, dtype=torch.float64)}
+    with torch.no_grad():
+        model.first_layer.bias.zero_()
+        assert torch.allclose(fn(zero, X[0]), model(X[:1])[0], rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("module", "targets"),
+    [
+        (nn.CrossEntropyLoss(), lambda n, k: torch.arange(n) % k),
+        (nn.MSELoss(), lambda n, k: torch.zeros(n, k, dtype=torch.float64)),
+        (nn.BCEWithLogitsLoss(reduction="sum"), lambda n, k: torch.full((n, k), 0.3).double()),
+    ],
+)
+def test_loss_hessians_and_the_loss_weighted_gram_against_autograd(module, targets):
+    model, X = MODELS["mlp"](), _inputs(5)
+    y = targets(5, 3)
+    J, F = _autograd_jacobian(model, X)
+    lam = _autograd_lambdas(module, F, y)
+    assert np.allclose(loss_hessians(model, (X, y), loss=module, chunk_size=2), lam, atol=1e-14)
+    # G_ij = Lambda_i^(1/2) J_i J_j^T Lambda_j^(1/2), sample-major rows
+    vals, vecs = np.linalg.eigh(lam)  # the PSD square root, by its definition
+    roots = np.einsum("ikl,il,iml->ikm", vecs, np.sqrt(np.clip(vals, 0, None)), vecs)
+    tilde = np.einsum("ikl,ild->ikd", roots, J).reshape(15, -1)
+    dense = tilde @ tilde.T
+    for max_memory in (None, 8):  # one block; pairs of one-sample chunks
+        kwargs = {} if max_memory is None else {"max_memory": max_memory}
+        gram = gram_matrix(model, X, chunk_size=2, loss=module, targets=y, **kwargs)
+        assert np.allclose(gram, dense, rtol=1e-8, atol=1e-8 * np.abs(dense).max())
+    # its nonzero spectrum is that of sum_i J_i^T Lambda_i J_i
+    ggn = np.einsum("ikd,ikl,ile->de", J, lam, J)
+    top = np.sort(np.linalg.eigvalsh(gram))[::-1][:5]
+    assert np.allclose(top, np.sort(np.linalg.eigvalsh(ggn))[::-1][:5], rtol=1e-8)
+
+
+def test_half_squared_error_gram_is_the_plain_gram():
+    model, X = MODELS["cnn"](), _inputs(4, (16,))
+    y = torch.zeros(4, 2, dtype=torch.float64)
+    J, _ = _autograd_jacobian(model, X)
+    flat = J.reshape(8, -1)
+    gram = gram_matrix(model, X, loss=HalfSquaredError(), targets=y)
+    assert np.max(np.abs(gram - flat @ flat.T)) <= EXACT * np.max(np.abs(flat @ flat.T))
+
+
+class _Scalar(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = make_model("mlp", in_dim=6, widths=(3,), seed=2)
+
+    def forward(self, x):
+        return self.net(x)[:, 0]
+
+
+def test_vector_output_models_have_one_output():
+    model, X = _Scalar(), _inputs(3)
+    J, _ = _autograd_jacobian(model, X)
+    jac = parameter_jacobian(model, X)
+    assert jac.shape == (3, 1, J.shape[2])
+    assert np.allclose(jac, J, rtol=1e-12, atol=1e-14)
+    assert np.allclose(parameter_jacobian_loop(model, X), J, rtol=1e-12, atol=1e-14)
+    y = torch.rand(3, dtype=torch.float64)
+    lam = loss_hessians(model, (X, y), loss=nn.BCEWithLogitsLoss())
+    assert lam.shape == (3, 1, 1)
+
+
+@pytest.mark.parametrize("layer", [nn.BatchNorm1d(5), nn.Dropout(0.5), nn.AlphaDropout(0.1)])
+def test_training_mode_batchnorm_and_dropout_are_refused_everywhere(layer):
+    model = nn.Sequential(nn.Linear(6, 5), layer, nn.Tanh(), nn.Linear(5, 2)).double()
+    X, y = _inputs(4), torch.zeros(4, 2, dtype=torch.float64)
+    calls = [
+        lambda: parameter_jacobian(model, X),
+        lambda: parameter_jacobian_loop(model, X),
+        lambda: gram_matrix(model, X),
+        lambda: input_gradients(model, X),
+        lambda: preactivation_gradients(model, X),
+        lambda: first_layer_gradients(model, X),
+        lambda: loss_hessians(model, (X, y), loss=nn.MSELoss()),
+        lambda: FunctionalModel(model, X),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"model\.eval\(\)"):
+            call()
+    model.eval()  # deterministic now: the Jacobian is the batched model's
+    J, _ = _autograd_jacobian(model, X)
+    assert np.allclose(parameter_jacobian(model, X), J, rtol=1e-12, atol=1e-14)
+
+
+def test_loss_weighted_gram_errors():
+    model, X = MODELS["mlp"](), _inputs(3)
+    with pytest.raises(ValueError, match="targets"):
+        gram_matrix(model, X, loss=nn.MSELoss())
+    with pytest.raises(ValueError, match="loss"):
+        gram_matrix(model, X, targets=torch.zeros(3, 3))
+    with pytest.raises(TypeError, match=r"targets.*long"):
+        gram_matrix(model, X, loss=nn.CrossEntropyLoss(), targets=torch.zeros(3))
+    with pytest.raises(ValueError, match=r"loss.*twice differentiable"):
+        loss_hessians(model, (X, torch.zeros(3, 3)), loss=nn.HuberLoss())
+    frozen = MODELS["mlp"]().requires_grad_(False)
+    with pytest.raises(ValueError, match="model has no trainable"):
+        parameter_jacobian(frozen, X)

@@ -1,4 +1,4 @@
-"""Tests for companion.least_squares: min-norm limit, slow deterioration, convex norm bound."""
+"""Tests for companion.theory.least_squares: min-norm limit, slow deterioration, norm bound."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from companion.least_squares import (
+from companion.theory.least_squares import (
     convex_norm_bound,
     distance_to_reference,
     early_stopping_time,

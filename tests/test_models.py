@@ -1,19 +1,24 @@
-"""companion.models: explicit first layer, seeded float64 models, helper checks."""
+"""companion.nets.models: explicit first layer, seeded float64 models, helper checks."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from companion.models import (
+from companion.nets.models import (
     MLP,
     SmallCNN,
     as_float64,
+    check_deterministic_mode,
+    check_float64_device,
     first_layer,
     first_layer_parameters,
     make_model,
+    model_device,
     num_parameters,
+    to_numpy,
     trainable_parameters,
 )
 
@@ -133,3 +138,64 @@ def test_helpers_reject_non_modules():
     with pytest.raises(ValueError, match="no trainable"):
         trainable_parameters(nn.Tanh())
     assert isinstance(MLP(2, (2,)), nn.Module) and isinstance(SmallCNN(), nn.Module)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        nn.BatchNorm1d(3),
+        nn.SyncBatchNorm(3),
+        nn.Dropout(0.2),
+        nn.Dropout1d(0.2),
+        nn.AlphaDropout(0.1),
+    ],
+)
+def test_check_deterministic_mode(layer):
+    model = nn.Sequential(nn.Linear(2, 3), nn.Sequential(layer), nn.Linear(3, 1))
+    with pytest.raises(ValueError, match=r"model\.eval\(\)") as info:
+        check_deterministic_mode(model)
+    assert "1.0" in str(info.value) and type(layer).__name__ in str(info.value)
+    assert check_deterministic_mode(model.eval()) is model
+    # layers that act on one sample at a time are fine in training mode
+    plain = nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3), nn.GroupNorm(1, 3)).train()
+    assert check_deterministic_mode(plain) is plain
+    with pytest.raises(TypeError, match=r"nn\.Module"):
+        check_deterministic_mode("model")
+
+
+def test_model_device_and_mixed_devices():
+    model = make_model("mlp", in_dim=2, widths=(3,))
+    assert model_device(model) == torch.device("cpu")
+    assert model_device(nn.Tanh()) == torch.device("cpu")
+    mixed = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1).to("meta"))
+    with pytest.raises(ValueError, match=r"model.*several devices"):
+        model_device(mixed)
+    with pytest.raises(ValueError, match="several devices"):
+        as_float64(mixed)
+    assert model_device(mixed.to("meta")) == torch.device("meta")
+
+
+def test_float64_devices_and_copies():
+    assert check_float64_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"device.*MPS.*float64.*cpu"):
+        check_float64_device("mps")
+    with pytest.raises(TypeError, match="device"):
+        check_float64_device(3.5)
+    model = make_model("mlp", in_dim=2, widths=(3,))
+    assert as_float64(model, device="cpu") is model
+    moved = as_float64(model, device="meta")
+    assert moved is not model and model_device(moved) == torch.device("meta")
+    assert model_device(model) == torch.device("cpu")  # the original stays
+
+
+def test_to_numpy_copies_to_float64():
+    weight = make_model("mlp", in_dim=2, widths=(3,), dtype=torch.float32).first_layer.weight
+    arr = to_numpy(weight)
+    assert arr.dtype == np.float64 and arr.shape == (3, 2)
+    assert np.array_equal(arr, weight.detach().double().numpy())
+    arr[0, 0] = 123.0  # a copy: the parameter is untouched
+    assert float(weight.detach()[0, 0]) != 123.0
+    t = torch.arange(3.0, dtype=torch.float64)
+    out = to_numpy(t)
+    out[0] = 7.0
+    assert float(t[0]) == 0.0

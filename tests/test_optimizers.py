@@ -1,4 +1,4 @@
-"""Tests for companion.optimizers: the WME general optimizer and preconditioned GD."""
+"""Tests for companion.stability.optimizers: the WME general optimizer and preconditioned GD."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from companion.operators import second_moment_operator
-from companion.optimizers import general_optimizer_stability, preconditioned_threshold
-from companion.thresholds import ms_threshold, wu_condition
+from companion.stability.operators import second_moment_operator
+from companion.stability.optimizers import general_optimizer_stability, preconditioned_threshold
+from companion.stability.thresholds import ms_threshold, wu_condition
 
 # Radii are eigenvalues of O(1) matrices: float64 rounding leaves ~1e-15; 1e-11 is exact.
 EXACT = 1e-11

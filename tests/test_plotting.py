@@ -1,4 +1,7 @@
-"""Geometry of the stability-diagram helpers (drawn with matplotlib's Agg backend)."""
+"""companion.book.plotting: the stability-diagram helpers (drawn with matplotlib's Agg backend).
+
+The Wu-Ma-E region itself (wme_boundary, wme_region_contains) is tested in test_bounds.py.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +12,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from companion import batch_noise_factor, non_uniformity, sharpness
-from companion.operators import second_moment_map, second_moment_operator
-from companion.plotting import (
+from companion.book.plotting import (
     DiagramPoints,
     bound_plot,
     diagram_points,
     place_minima,
     stability_diagram,
-    wme_boundary,
-    wme_region_contains,
 )
+from companion.stability.bounds import wme_boundary, wme_region_contains
+from companion.stability.curvature import non_uniformity, sharpness
+from companion.stability.operators import second_moment_operator
+from companion.stability.sampling import batch_noise_factor
 
 
 @pytest.fixture
@@ -30,24 +31,6 @@ def ax():
     fig, axes = plt.subplots()
     yield axes
     plt.close(fig)
-
-
-def one_dimensional_instance(a: float, s: float, n: int) -> np.ndarray:
-    """n scalar curvatures with mean a and population std s: one outlier, n - 1 equal.
-
-    z = (sqrt(n-1), -1/sqrt(n-1), ...) has mean 0 and population variance 1, so
-    a_i = a + s z_i works; all a_i >= 0 iff s <= a sqrt(n - 1).
-    """
-    z = np.full(n, -1.0 / np.sqrt(n - 1))
-    z[0] = np.sqrt(n - 1)
-    curv = a + s * z
-    assert curv.min() >= -1e-12
-    return np.maximum(curv, 0.0)[:, None, None]
-
-
-def exact_multiplier(hessians, lr, batch_size, replacement=False) -> float:
-    """E x_{t+1}^2 / E x_t^2 for d = 1, from the exact second-moment map (no WME formula)."""
-    return float(second_moment_map(hessians, lr, batch_size, np.ones((1, 1)), replacement)[0, 0])
 
 
 def brute_force_threshold(hessians, batch_size, replacement=False) -> float:
@@ -63,73 +46,6 @@ def brute_force_threshold(hessians, batch_size, replacement=False) -> float:
         # rho(Q) = 1 exactly at the threshold; 1e-12 absorbs the eigenvalue rounding.
         lo, hi = (mid, hi) if radius <= 1 + 1e-12 else (lo, mid)
     return lo
-
-
-# --------------------------------------------------------------------------------------
-# the boundary
-# --------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("lr", "batch_size", "n", "replacement"),
-                         [(0.5, 1, 10, False), (1.3, 3, 8, False), (0.2, 2, 5, True)])
-def test_boundary_is_where_exact_1d_second_moment_neither_grows_nor_decays(
-    lr, batch_size, n, replacement
-):
-    a, s = wme_boundary(lr, batch_size, n, replacement, num=101)
-    feasible = (a > 0) & (s <= a * np.sqrt(n - 1))
-    assert feasible.sum() > 20  # the test must look at many boundary points
-    for ai, si in zip(a[feasible], s[feasible], strict=True):
-        hs = one_dimensional_instance(ai, si, n)
-        # one step of an O(1) recursion: rounding is a few ulps of the terms (~1e-15).
-        assert exact_multiplier(hs, lr, batch_size, replacement) == pytest.approx(1.0, abs=1e-12)
-        # just inside and just outside the ellipse along the ray from its centre (1/lr, 0)
-        for factor, grows in ((0.98, False), (1.02, True)):
-            a2 = 1 / lr + factor * (ai - 1 / lr)
-            s2 = factor * si
-            if a2 <= 0 or s2 > a2 * np.sqrt(n - 1):
-                continue
-            m = exact_multiplier(one_dimensional_instance(a2, s2, n), lr, batch_size, replacement)
-            assert (m > 1) == grows
-            assert bool(wme_region_contains(a2, s2, lr, batch_size, n, replacement)) == (not grows)
-
-
-def test_boundary_end_points_and_bounding_box():
-    lr, batch_size, n = 0.4, 2, 9
-    p = batch_noise_factor(n, batch_size)
-    a, s = wme_boundary(lr, batch_size, n, num=1001)
-    assert (a[0], s[0]) == (0.0, 0.0)
-    assert a[-1] == pytest.approx(2 / lr) and s[-1] == 0.0
-    # the bounding box is the pair of necessary conditions a <= 2/eta, s <= 1/(eta sqrt p)
-    assert a.max() <= 2 / lr * (1 + 1e-14)
-    assert s.max() == pytest.approx(1 / (lr * np.sqrt(p)), rel=1e-5)  # grid-limited maximum
-    assert a[np.argmax(s)] == pytest.approx(1 / lr, rel=1e-2)
-    assert np.all(np.diff(a) >= 0)
-
-
-def test_gradient_descent_boundary_is_a_vertical_line():
-    a, s = wme_boundary(0.5, 6, 6)  # B = n without replacement: p = 0
-    np.testing.assert_array_equal(a, [4.0, 4.0])
-    assert s[0] == 0 and np.isinf(s[1])
-    inside = wme_region_contains([3.9, 4.1], [1e6, 0.0], 0.5, 6, 6)
-    np.testing.assert_array_equal(inside, [True, False])
-
-
-@settings(max_examples=40, deadline=None)
-@given(
-    lr=st.floats(1e-3, 1e3),
-    n=st.integers(2, 50),
-    batch_frac=st.floats(0, 1),
-    replacement=st.booleans(),
-)
-def test_boundary_points_satisfy_condition_and_dilations_do_not(lr, n, batch_frac, replacement):
-    batch_size = 1 + int(batch_frac * (n - 1))
-    if batch_noise_factor(n, batch_size, replacement) == 0:
-        return
-    a, s = wme_boundary(lr, batch_size, n, replacement, num=51)
-    assert np.all(wme_region_contains(a, s, lr, batch_size, n, replacement, rtol=1e-9))
-    centre = 1 / lr
-    out_a, out_s = centre + 1.05 * (a - centre), 1.05 * s
-    keep = out_a >= 0
-    assert not np.any(wme_region_contains(out_a[keep], out_s[keep], lr, batch_size, n,
-                                          replacement))
 
 
 # --------------------------------------------------------------------------------------
@@ -239,18 +155,6 @@ def test_bound_plot_points_and_diagonal(ax):
 # errors
 # --------------------------------------------------------------------------------------
 def test_errors(ax):
-    with pytest.raises(ValueError, match="lr"):
-        wme_boundary(0.0, 1, 5)
-    with pytest.raises(ValueError, match="batch_size"):
-        wme_boundary(1.0, 6, 5)
-    with pytest.raises(TypeError, match="batch_size"):
-        wme_boundary(1.0, 1.5, 5)
-    with pytest.raises(ValueError, match="num"):
-        wme_boundary(1.0, 1, 5, num=1)
-    with pytest.raises(ValueError, match=">= 0"):
-        wme_region_contains(-1.0, 0.0, 1.0, 1, 5)
-    with pytest.raises(ValueError, match="NaN"):
-        wme_region_contains(np.nan, 0.0, 1.0, 1, 5)
     one = np.ones((4, 1, 1))
     with pytest.raises(ValueError, match="same number of samples"):
         diagram_points([one, np.ones((5, 1, 1))], 1.0, 1, thresholds=[1.0, 1.0])

@@ -1,4 +1,4 @@
-"""Tests of ``plotting.time_methods`` (the helper behind the book's timing figures).
+"""Tests of ``companion.book.timing.time_methods`` (the helper behind the book's timing figures).
 
 No real timing is tested: a fake clock replaces ``time.perf_counter`` so the budget logic
 is checked deterministically.
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from companion import plotting
-from companion.plotting import Timings, time_methods
+from companion.book import timing
+from companion.book.timing import Timings, time_methods
 
 
 class FakeClock:
@@ -25,7 +25,7 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch):
     fake = FakeClock()
-    monkeypatch.setattr(plotting.time, "perf_counter", fake)
+    monkeypatch.setattr(timing.time, "perf_counter", fake)
     return fake
 
 

@@ -1,4 +1,4 @@
-"""Tests for companion.random_features: ReLU kernel, random features, two-layer networks."""
+"""Tests for companion.theory.random_features: ReLU kernel, random features, two-layer networks."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from companion.least_squares import min_norm_solution
-from companion.random_features import (
+from companion.theory.least_squares import min_norm_solution
+from companion.theory.random_features import (
     feature_gram,
     random_feature_curve,
     random_feature_weights,

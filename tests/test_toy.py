@@ -1,4 +1,4 @@
-"""Tests for companion.toy: the two-minima example of Wu, Ma and E."""
+"""Tests for companion.book.toy: the two-minima example of Wu, Ma and E."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from companion.curvature import non_uniformity, sharpness
-from companion.sampling import batch_noise_factor
-from companion.toy import (
+from companion.book.toy import (
     simulate_two_minima,
     two_minima_component,
     two_minima_component_grad,
@@ -17,6 +15,8 @@ from companion.toy import (
     two_minima_hessians,
     two_minima_loss,
 )
+from companion.stability.curvature import non_uniformity, sharpness
+from companion.stability.sampling import batch_noise_factor
 
 LR = 0.7
 START = 1 - 1e-5

@@ -8,7 +8,7 @@ names; everything else lives in sub-packages that show the architecture:
 * :mod:`companion.theory` (numpy/scipy only): least squares, random features, data geometry
   and Ma & Ying's smoothness bounds;
 * :mod:`companion.nets` (torch): data, models, losses, per-sample derivatives, curvature
-  operators, training, probes and :func:`diagnose`;
+  operators, training, probes and :func:`~companion.nets.diagnosis.diagnose`;
 * :mod:`companion.sweeps`: resumable parameter sweeps on any executor.
 
 ``import companion`` never imports torch: the torch-backed names (``diagnose``,

@@ -32,10 +32,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from .progress import show_progress
-from .validation import check_batch_size, check_lr, check_positive_int
+from .validation import check_positive_int
 
 __all__ = [
     "SCALE_ENV",
@@ -59,7 +58,7 @@ __all__ = [
 #: Environment variable selecting the problem sizes (``book`` or ``paper``).
 SCALE_ENV = "COMPANION_SCALE"
 #: Environment variable forcing progress bars on ("1") or off ("0"); the same variable
-#: ``companion.training`` reads.
+#: ``companion.nets.training`` reads.
 
 
 # ----------------------------------------------------------------------------------------
@@ -365,7 +364,7 @@ class Scale:
     name : str
         ``"book"`` or ``"paper"``.
     dataset : str
-        Name for :func:`companion.data.load`.
+        Name for :func:`companion.nets.data.load`.
     classes : tuple
         The two classes (targets :math:`\pm1`, one output).
     n_per_class : int
@@ -392,7 +391,10 @@ class Scale:
         return 2 * self.n_per_class
 
     def as_dict(self) -> dict:
-        """The sizes as keyword arguments of :func:`train_minimum` (JSON values)."""
+        """The sizes as keyword arguments of :func:`~companion.nets.minima.train_minimum`.
+
+        JSON values only, so they can travel to worker processes.
+        """
         out = asdict(self)
         del out["name"], out["seeds"]
         out["classes"] = list(self.classes)
@@ -415,7 +417,7 @@ def scale(name: str | None = None) -> Scale:
     ``"book"`` (default): scikit-learn's digits, offline, sized so that every chapter of
     Part IV runs in about a minute. ``"paper"``: the order of magnitude of the papers'
     experiments (MNIST-family data through OpenML; raises
-    ``companion.data.DatasetUnavailableError`` when loaded offline).
+    ``companion.nets.data.DatasetUnavailableError`` when loaded offline).
     """
     if name is None:
         name = os.environ.get(SCALE_ENV, "book") or "book"

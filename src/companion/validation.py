@@ -1,7 +1,9 @@
-"""Input checks shared by every public function.
+"""Input checks shared by every public function of the package.
 
 Every check raises ``ValueError`` or ``TypeError`` naming the argument and what was
-expected; nothing downstream ever sees a NaN or a silently wrong shape.
+expected; nothing downstream ever sees a NaN or a silently wrong shape. The checks are public
+so that code built on the package (and the book's chapters) can validate its own inputs the
+same way, e.g. ``check_lr(lr)`` or ``as_hessians(hessians)``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,23 @@ import math
 import numbers
 
 import numpy as np
+
+__all__ = [
+    "DENSE_MEMORY_LIMIT",
+    "as_flat_vector",
+    "as_float_array",
+    "as_hessians",
+    "as_jacobians",
+    "as_points",
+    "check_batch_size",
+    "check_dense_size",
+    "check_fraction",
+    "check_lr",
+    "check_positive",
+    "check_positive_int",
+    "check_replacement",
+    "check_symmetric_psd",
+]
 
 #: Largest dense operator (in bytes) a function may build unless told otherwise.
 DENSE_MEMORY_LIMIT = 2 * 1024**3
@@ -116,6 +135,7 @@ def check_batch_size(batch_size, n: int, replacement: bool = False) -> int:
 
 
 def check_replacement(replacement) -> bool:
+    """The sampling scheme: ``True`` (with replacement) or ``False`` (without), as a bool."""
     if not isinstance(replacement, bool | np.bool_):
         raise TypeError(f"replacement must be True or False, got {type(replacement).__name__}")
     return bool(replacement)
@@ -150,6 +170,7 @@ def as_flat_vector(x, name: str) -> np.ndarray:
 
 
 def check_positive(value, name: str, allow_zero: bool = False) -> float:
+    """A finite real number ``> 0`` (``>= 0`` with ``allow_zero``), as a float; bools refused."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
@@ -161,6 +182,7 @@ def check_positive(value, name: str, allow_zero: bool = False) -> float:
 
 
 def check_fraction(value, name: str) -> float:
+    """A real number in ``[0, 1]`` (a probability or a fraction of the samples), as a float."""
     value = check_positive(value, name, allow_zero=True)
     if value > 1:
         raise ValueError(f"{name} must be in [0, 1], got {value}")

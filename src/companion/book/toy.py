@@ -70,8 +70,8 @@ def two_minima_hessians(minimum: float) -> np.ndarray:
     r"""Per-sample curvatures :math:`f_i''` at a minimum, as ``(2, 1, 1)`` Hessians.
 
     At :math:`x = 0` both are 2; at :math:`x = 1` they are :math:`2c_i = 0.2` and 3.8. Feed
-    them to :func:`companion.curvature.sharpness` and
-    :func:`companion.curvature.non_uniformity`.
+    them to :func:`companion.stability.curvature.sharpness` and
+    :func:`companion.stability.curvature.non_uniformity`.
     """
     if minimum not in (0, 1):
         raise ValueError(f"minimum must be 0 or 1 (the two global minima), got {minimum!r}")

@@ -137,31 +137,68 @@ class Dataset:
 
 
 # ----------------------------------------------------------------------------------------
-# helpers shared with training, jacobians and hessian_ops
+# helpers shared with training, jacobians and curvature_ops
 # ----------------------------------------------------------------------------------------
 
 
-def as_xy(data, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training inputs and targets ``(X, y)`` from a :class:`Dataset` or a pair.
+def as_xy(
+    data, dtype: torch.dtype | None = None, *, device=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Training inputs and targets ``(X, y)`` from a :class:`Dataset`, a pair or a DataLoader.
 
-    ``y`` is returned two-dimensional, ``(n, K)`` (a vector becomes ``(n, 1)``). Raises
-    ``TypeError``/``ValueError`` for anything else, mismatched lengths, or NaN/inf entries.
+    Parameters
+    ----------
+    data : Dataset, (X, y), torch.utils.data.DataLoader or torch.utils.data.Dataset
+        A companion :class:`Dataset` (its training split), a pair of arrays/tensors, or a
+        torch ``DataLoader`` (or map-style torch ``Dataset``) yielding ``(x, y)`` batches,
+        which are concatenated in the order the loader yields them (a shuffling loader
+        gives a different order at every call; ``drop_last`` drops samples).
+    dtype : torch.dtype or None
+        Floating dtype of ``X`` and of *floating* targets (None: float64 for non-tensor or
+        integer inputs, else kept). Integer targets (class labels, e.g. for
+        ``nn.CrossEntropyLoss``) stay ``torch.long`` with their shape.
+    device : torch.device, str or None
+        Move both tensors there (None: leave them where they are).
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        ``X`` of shape ``(n, ...)``; ``y`` of shape ``(n, K)`` for floating targets (a
+        vector becomes ``(n, 1)``) or the integer labels as given. Raises
+        ``TypeError``/``ValueError`` naming the argument for anything else, mismatched
+        lengths, or NaN/inf entries.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from companion.nets.data import as_xy
+    >>> X, y = as_xy((torch.zeros(4, 3), torch.tensor([0, 1, 1, 0])), torch.float64)
+    >>> X.dtype, y.dtype, tuple(y.shape)
+    (torch.float64, torch.int64, (4,))
     """
+    from torch.utils.data import DataLoader
+    from torch.utils.data import Dataset as TorchDataset
+
+    if isinstance(data, TorchDataset):
+        data = DataLoader(data, batch_size=1024, shuffle=False)
     if isinstance(data, Dataset):
         X, y = data.X_train, data.y_train
+    elif isinstance(data, DataLoader):
+        X, y = _concatenate_batches(data)
     elif isinstance(data, tuple | list) and len(data) == 2:
         X, y = data
     else:
         raise TypeError(
-            f"data must be a companion.data.Dataset or a pair (X, y), got {type(data).__name__}"
+            "data must be a companion Dataset, a pair (X, y) or a torch DataLoader of (x, y) "
+            f"batches, got {type(data).__name__}"
         )
     X = _as_tensor(X, "X", dtype)
-    y = _as_tensor(y, "y", dtype if dtype is not None else X.dtype)
+    y = _as_tensor(y, "y", dtype if dtype is not None else X.dtype, keep_integer=True)
     if X.ndim < 2:
         raise ValueError(f"X must have shape (n, features...), got {tuple(X.shape)}")
-    if y.ndim == 1:
+    if y.is_floating_point() and y.ndim == 1:
         y = y[:, None]
-    if y.ndim != 2:
+    if y.ndim not in (1, 2):
         raise ValueError(f"y must have shape (n,) or (n, K), got {tuple(y.shape)}")
     if X.shape[0] != y.shape[0]:
         raise ValueError(
@@ -169,34 +206,75 @@ def as_xy(data, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.T
         )
     if X.shape[0] < 1:
         raise ValueError("data must hold at least one sample")
+    if device is not None:
+        X, y = X.to(device), y.to(device)
     return X, y
 
 
-def as_inputs(X, dtype: torch.dtype | None = None, name: str = "X") -> torch.Tensor:
-    """Inputs ``(n, features...)`` as a finite tensor (of ``dtype`` if given)."""
+def _concatenate_batches(loader) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = [], []
+    for batch in loader:
+        if not (isinstance(batch, tuple | list) and len(batch) == 2):
+            raise TypeError(
+                "data: a DataLoader must yield (x, y) pairs of tensors, got a batch of type "
+                f"{type(batch).__name__}"
+                + (f" with {len(batch)} entries" if isinstance(batch, tuple | list) else "")
+            )
+        xs.append(torch.as_tensor(batch[0]))
+        ys.append(torch.as_tensor(batch[1]))
+    if not xs:
+        raise ValueError("data: the DataLoader yielded no batches")
+    try:
+        return torch.cat(xs), torch.cat(ys)
+    except RuntimeError as exc:
+        raise ValueError(f"data: the DataLoader's batches cannot be concatenated: {exc}") from exc
+
+
+def as_inputs(X, dtype: torch.dtype | None = None, name: str = "X", *, device=None) -> torch.Tensor:
+    """Inputs ``(n, features...)`` as a finite floating tensor (of ``dtype`` if given).
+
+    ``device``: move the tensor there (None: leave it where it is).
+
+    Examples
+    --------
+    >>> from companion.nets.data import as_inputs
+    >>> as_inputs([[1, 2], [3, 4]]).dtype
+    torch.float64
+    """
     X = _as_tensor(X, name, dtype)
     if X.ndim < 2 or X.shape[0] < 1:
         raise ValueError(
             f"{name} must have shape (n, features...) with n >= 1, got {tuple(X.shape)}"
         )
-    return X
+    return X if device is None else X.to(device)
 
 
-def _as_tensor(x, name: str, dtype: torch.dtype | None) -> torch.Tensor:
+_INTEGER_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def _as_tensor(x, name: str, dtype: torch.dtype | None, keep_integer: bool = False) -> torch.Tensor:
+    """A finite tensor; integers become ``dtype`` (float64) unless ``keep_integer`` (long)."""
     if isinstance(x, torch.Tensor):
         t = x.detach()
     else:
-        try:
-            t = torch.as_tensor(np.asarray(x, dtype=np.float64))
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{name} must be an array of real numbers") from exc
-    if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
+        arr = np.asarray(x)
+        if keep_integer and arr.dtype.kind in "iu":
+            t = torch.as_tensor(arr.astype(np.int64))
+        else:
+            try:
+                t = torch.as_tensor(np.asarray(x, dtype=np.float64))
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"{name} must be an array of real numbers") from exc
+    if not (t.is_floating_point() or t.dtype in _INTEGER_DTYPES):
         raise TypeError(f"{name} must hold real numbers, got dtype {t.dtype}")
-    if dtype is not None:
-        t = t.to(dtype)
-    elif not t.is_floating_point():
-        t = t.to(torch.float64)
-    if not bool(torch.isfinite(t).all()):
+    if t.is_floating_point():
+        if dtype is not None:
+            t = t.to(dtype)
+    elif keep_integer:
+        return t.to(torch.long)  # integers are finite
+    else:
+        t = t.to(dtype if dtype is not None else torch.float64)
+    if t.device.type != "meta" and not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or infinite entries")
     return t
 

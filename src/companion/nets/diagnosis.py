@@ -92,8 +92,8 @@ class StabilityReport:
     gd_threshold : float
         Largest stable learning rate of full-batch GD (MM Thm 1).
     wu_condition : float
-        :math:`\lambda_{\max}((I-\eta H)^2 + \eta^2p\Sigma)`; :math:`\le 1` is sufficient
-        (MY Prop. 1).
+        :math:`\lambda_{\max}((I-\eta H)^2 + \eta^2p\Sigma)` on :math:`\mathrm{range}(H)`;
+        :math:`\le 1` is sufficient (MY Prop. 1).
     generalized_sharpness, ms_threshold : float
         :math:`\lambda_{\max}(C^\dagger D)` and :math:`\eta^*(B)` (MM Thm 3).
     necessary_bounds : NecessaryBounds
@@ -211,7 +211,7 @@ class StabilityReport:
             f"  non-uniformity s        {self.non_uniformity:.6g}  (WME necessary s <= "
             f"1/(lr sqrt p) = {s_max:.6g}: {holds(self.non_uniformity <= s_max)})",
             f"  trace of H              {self.trace:.6g}  (rank {self.rank})",
-            f"  WME / MY Prop 1 value   {self.wu_condition:.6g}  (sufficient if <= 1: "
+            f"  WME / MY Prop 1 value   {self.wu_condition:.6g} on range(H) (sufficient if <= 1: "
             f"{holds(self.wu_condition <= 1 + 1e-12)})",
             f"  generalized sharpness   {self.generalized_sharpness:.6g}  eta*(B={self.batch_size})"
             f" = {self.ms_threshold:.6g}: lr <= eta* {holds(self.ms_stable)}",
@@ -517,7 +517,7 @@ def diagnose(
             non_uniformity=curv.non_uniformity,
             trace=curv.trace,
             gd_threshold=curv.gd_threshold(),
-            wu_condition=curv.wu_condition(lr, batch_size, replacement),
+            wu_condition=curv.wu_condition(lr, batch_size, replacement, on_range=True),
             generalized_sharpness=gen,
             ms_threshold=eta_star,
             necessary_bounds=curv.necessary_bounds(batch_size, replacement),

@@ -1,14 +1,24 @@
 r"""Per-sample derivatives of a network: parameter Jacobians, input gradients, Gram matrix.
 
-Everything is computed with ``torch.func`` (``vmap`` over samples of ``jacrev``) in
-float64 (a float32 model is copied to float64 first) and returned as NumPy float64 arrays.
+Everything is computed with ``torch.func`` (``vmap`` over samples of ``grad``) in float64
+(a float32 model is copied to float64 first) **where the model's parameters are** (or on
+``device=``): inputs are moved there chunk by chunk, and results come back to the CPU as
+NumPy float64 arrays (:func:`companion.nets.models.to_numpy`).
 
+* :class:`FunctionalModel`: the model as a pure function :math:`f(\theta, x)` of one sample.
 * :func:`parameter_jacobian`: :math:`J_i = \partial f(x_i)/\partial\theta`, shape
-  ``(n, K, d)``. At an interpolating minimum the per-sample Hessians are
-  :math:`H_i = J_i^\top J_i` (:cite:p:`ma2021linear`, :cite:p:`mulayoff2024exact`).
-* :func:`gram_matrix`: :math:`JJ^\top` (``nK x nK``, rows sample-major: row
-  ``i*K + k``), accumulated over groups of parameter tensors (and sample chunks) so the
-  full ``nK x d`` Jacobian is never held when it would exceed ``max_memory``.
+  ``(n, K, d)``. With a loss, the per-sample Gauss–Newton matrices are
+  :math:`H_i = J_i^\top\Lambda_iJ_i` (:func:`loss_hessians` gives :math:`\Lambda_i`); for
+  the square loss :math:`\frac12\|f - y\|^2` at an interpolating minimum they are the
+  per-sample Hessians :math:`J_i^\top J_i` (:cite:p:`ma2021linear`,
+  :cite:p:`mulayoff2024exact`).
+* :func:`gram_matrix`: :math:`JJ^\top` (``nK x nK``, rows sample-major: row ``i*K + k``),
+  or with ``loss=`` the loss-weighted :math:`\tilde J\tilde J^\top`, rows of
+  :math:`\tilde J_i = \Lambda_i^{1/2}J_i`; accumulated over groups of parameter tensors
+  (and sample chunks) so the full ``nK x d`` Jacobian is never held when it would exceed
+  ``max_memory``.
+* :func:`loss_hessians`: :math:`\Lambda_i = \partial^2\ell_i/\partial f_i^2` at the model's
+  outputs, shape ``(n, K, K)``.
 * :func:`input_gradients`: :math:`\nabla_x f(x_i)`, shape ``(n, K, p)``.
 * :func:`preactivation_gradients` and :func:`first_layer_matrix`: the pieces of Ma & Ying's
   eq. (1), :math:`\nabla_{W_1} f = u x^\top`, :math:`\nabla_x f = W_1^\top u` with
@@ -16,9 +26,13 @@ float64 (a float32 model is copied to float64 first) and returned as NumPy float
 * :func:`first_layer_gradients`: :math:`g_W`, :math:`g_x` (eq. (5)) for any moment
   :math:`k` and both sides of Prop. 2 / Cor. 2.
 
+Per-sample derivatives need :math:`f(x_i)` to be a deterministic function of one sample:
+a model in training mode with BatchNorm or Dropout is refused (call ``model.eval()``;
+:func:`companion.nets.models.check_deterministic_mode`).
+
 The parameter vector :math:`\theta` is the concatenation of the trainable parameters in
-``model.named_parameters()`` order (:func:`companion.models.trainable_parameters`), the
-same order as the Hessian operators of :mod:`companion.hessian_ops`.
+``model.named_parameters()`` order (:func:`companion.nets.models.trainable_parameters`),
+the same order as the operators of :mod:`companion.nets.curvature_ops`.
 """
 
 from __future__ import annotations
@@ -32,15 +46,26 @@ import torch
 from torch.func import functional_call, grad, jacrev, vmap
 
 from ..validation import check_dense_size, check_positive_int
-from .data import as_inputs
-from .models import as_float64, first_layer, first_layer_parameters, trainable_parameters
+from .data import as_inputs, as_xy
+from .losses import as_output_loss
+from .models import (
+    as_float64,
+    check_deterministic_mode,
+    first_layer,
+    first_layer_parameters,
+    model_device,
+    to_numpy,
+    trainable_parameters,
+)
 
 __all__ = [
     "FirstLayerGradients",
+    "FunctionalModel",
     "first_layer_gradients",
     "first_layer_matrix",
     "gram_matrix",
     "input_gradients",
+    "loss_hessians",
     "operator_norm_bounds",
     "parameter_jacobian",
     "parameter_jacobian_loop",
@@ -51,11 +76,56 @@ __all__ = [
 DEFAULT_JACOBIAN_MEMORY = 256 * 1024**2
 
 
-class _Functional:
-    """A float64 copy-free functional view ``f(params, x) -> (K,)`` of one sample."""
+class FunctionalModel:
+    r"""A model as a pure function of its parameters and one input, :math:`f(\theta, x)\in\mathbb R^K`.
 
-    def __init__(self, model: torch.nn.Module, X):
-        self.model = as_float64(model)
+    ``fn(params, x)`` evaluates the model on the single sample ``x`` (no batch axis) with
+    the trainable parameters replaced by those in the dict ``params`` (a subset of
+    :attr:`names`; the others keep their values), through ``torch.func.functional_call``.
+    It is what ``torch.func.grad``/``vmap`` differentiate per sample.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Maps ``(n, ...)`` to ``(n, K)`` or ``(n,)`` (``K = 1``). Refused in training mode
+        with BatchNorm/Dropout (``ValueError``: call ``model.eval()``).
+    X : array_like or torch.Tensor
+        Inputs ``(n, ...)``.
+    device : torch.device, str or None
+        Where to compute; None: where the model's parameters are. A float64 copy of the
+        model is made when it is not float64 on that device (the model is never modified).
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The float64 model on :attr:`device`.
+    device : torch.device
+    X : torch.Tensor
+        The inputs in float64, where they were given; methods move them to :attr:`device`
+        chunk by chunk (:meth:`to_device`).
+    names, sizes : list
+        Trainable parameter names (``named_parameters`` order) and their sizes.
+    params, buffers : dict
+        Detached parameters and buffers of :attr:`model`.
+    n, K, d : int
+        Samples, outputs, trainable parameters.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from companion.nets.jacobians import FunctionalModel
+    >>> from companion.nets.models import make_model
+    >>> fn = FunctionalModel(make_model("mlp", in_dim=3, widths=(4,), out_dim=2), torch.ones(5, 3))
+    >>> fn.n, fn.K, fn.d, tuple(fn({}, fn.X[0]).shape)
+    (5, 2, 26, (2,))
+    """  # noqa: E501
+
+    def __init__(self, model: torch.nn.Module, X, *, device=None):
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_deterministic_mode(model)
+        self.model = as_float64(model, device=device)
+        self.device = model_device(self.model)
         self.X = as_inputs(X, torch.float64)
         named = trainable_parameters(self.model)
         self.names = [n for n, _ in named]
@@ -63,117 +133,232 @@ class _Functional:
         self.buffers = {n: b.detach() for n, b in self.model.named_buffers()}
         self.sizes = [self.params[n].numel() for n in self.names]
         with torch.no_grad():
-            out = self.model(self.X[:1])
-        if out.ndim != 2:
-            raise ValueError(f"model must map (n, ...) to outputs (n, K), got {tuple(out.shape)}")
-        self.n, self.K = int(self.X.shape[0]), int(out.shape[1])
+            out = self.model(self.to_device(self.X[:1]))
+        if out.ndim not in (1, 2):
+            raise ValueError(
+                f"model must map (n, ...) to outputs (n, K) or (n,), got {tuple(out.shape)}"
+            )
+        self.n = int(self.X.shape[0])
+        self.K = 1 if out.ndim == 1 else int(out.shape[1])
         self.d = sum(self.sizes)
+
+    def to_device(self, X: torch.Tensor) -> torch.Tensor:
+        """``X`` on :attr:`device` (a no-op when it is already there)."""
+        return X.to(self.device)
 
     def __call__(self, params: dict, x: torch.Tensor) -> torch.Tensor:
         full = {**self.params, **params}
         return functional_call(self.model, (full, self.buffers), (x.unsqueeze(0),)).reshape(-1)
 
+    def outputs(self, X: torch.Tensor, chunk_size: int) -> torch.Tensor:
+        """Model outputs ``(m, K)`` on :attr:`device` (no gradient), chunk by chunk."""
+        with torch.no_grad():
+            rows = [
+                self.model(self.to_device(X[s : s + chunk_size])).reshape(-1, self.K)
+                for s in range(0, X.shape[0], chunk_size)
+            ]
+        return torch.cat(rows)
+
     def jacobian(self, names: list[str], X: torch.Tensor, chunk_size: int) -> torch.Tensor:
-        """Jacobian w.r.t. the parameters ``names`` on the samples ``X``: ``(m, K, d_sub)``."""
+        """Jacobian w.r.t. the parameters ``names`` on the samples ``X``: ``(m, K, d_sub)``.
+
+        Computed on :attr:`device`, ``chunk_size`` samples at a time.
+        """
         sub = {n: self.params[n] for n in names}
         m = X.shape[0]
         sizes = [sub[n].numel() for n in names]
-        out = torch.empty(m, self.K, sum(sizes), dtype=torch.float64)
-        for k, g in enumerate(_per_output_gradients(self, sub, X, self.K, chunk_size)):
-            start = 0
-            for n, size in zip(names, sizes, strict=True):
-                out[:, k, start : start + size] = g[n].reshape(m, size)
-                start += size
+        out = torch.empty(m, self.K, sum(sizes), dtype=torch.float64, device=self.device)
+        for s in range(0, m, chunk_size):
+            Xc = self.to_device(X[s : s + chunk_size])
+            rows = slice(s, s + Xc.shape[0])
+            for k, g in enumerate(_per_output_gradients(self, sub, Xc, self.K)):
+                start = 0
+                for n, size in zip(names, sizes, strict=True):
+                    out[rows, k, start : start + size] = g[n].reshape(Xc.shape[0], size)
+                    start += size
         return out
 
+    def input_gradients(self, X: torch.Tensor) -> torch.Tensor:
+        """``(m, K, p)`` input gradients of the samples ``X`` (moved to :attr:`device`)."""
+        X = self.to_device(X)
+        m = X.shape[0]
+        rows = []
+        for k in range(self.K):
 
-def _per_output_gradients(f, first, X: torch.Tensor, k_out: int, chunk_size: int):
+            def f_k(x, k=k):
+                return self({}, x)[k]
+
+            rows.append(vmap(grad(f_k))(X).reshape(m, -1))
+        return torch.stack(rows, dim=1)
+
+
+def _per_output_gradients(f, first, X: torch.Tensor, k_out: int):
     """Yield ``vmap(grad(f_k))(first, X)`` for ``k < k_out``: per-sample gradients.
 
     ``f(first, x)`` returns the ``K`` outputs of one sample; the gradient is taken with
     respect to ``first`` (not batched). One ``vmap(grad)`` per output is several times
     faster than ``vmap(jacrev)``, whose nested vmap over the outputs is slow.
     """
-    chunk = None if X.shape[0] <= chunk_size else chunk_size  # unchunked vmap is leaner
     for k in range(k_out):
 
         def f_k(p, x, k=k):
             return f(p, x)[k]
 
-        yield vmap(grad(f_k), in_dims=(None, 0), chunk_size=chunk)(first, X)
+        yield vmap(grad(f_k), in_dims=(None, 0))(first, X)
 
 
 def _chunk(chunk_size) -> int:
     return check_positive_int(chunk_size, "chunk_size")
 
 
-def parameter_jacobian(model: torch.nn.Module, X, chunk_size: int = 1024) -> np.ndarray:
+def parameter_jacobian(
+    model: torch.nn.Module, X, chunk_size: int = 1024, *, device=None
+) -> np.ndarray:
     r"""Per-sample parameter Jacobians :math:`J_i = \partial f(x_i;\theta)/\partial\theta`.
 
     Parameters
     ----------
     model : torch.nn.Module
-        Maps ``(n, ...)`` to ``(n, K)``.
+        Maps ``(n, ...)`` to ``(n, K)`` (or ``(n,)``, ``K = 1``); in eval mode if it has
+        BatchNorm/Dropout.
     X : array_like or torch.Tensor
-        Inputs ``(n, ...)``.
+        Inputs ``(n, ...)``, on any device.
     chunk_size : int
-        Samples per vectorised chunk (bounds the memory of ``vmap``).
+        Samples per vectorised chunk moved to the device (bounds the memory of ``vmap``).
+    device : torch.device, str or None
+        Where to compute (None: where the model is).
 
     Returns
     -------
     numpy.ndarray
         ``(n, K, d)`` float64. Refused (``ValueError``) if it would not fit in memory;
         use :func:`gram_matrix` or :func:`first_layer_gradients` then.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from companion.nets.jacobians import parameter_jacobian
+    >>> from companion.nets.models import make_model
+    >>> model = make_model("mlp", in_dim=3, widths=(), out_dim=1)   # f = w.x + b
+    >>> J = parameter_jacobian(model, torch.ones(2, 3))
+    >>> J.shape, J[0, 0].tolist()
+    ((2, 1, 4), [1.0, 1.0, 1.0, 1.0])
     """
-    fn = _Functional(model, X)
+    chunk = _chunk(chunk_size)
+    fn = FunctionalModel(model, X, device=device)
     check_dense_size(fn.n * fn.K * fn.d, "the parameter Jacobian", "gram_matrix")
-    return fn.jacobian(fn.names, fn.X, _chunk(chunk_size)).numpy()
+    out = np.empty((fn.n, fn.K, fn.d))
+    for s in range(0, fn.n, chunk):
+        out[s : s + chunk] = to_numpy(fn.jacobian(fn.names, fn.X[s : s + chunk], chunk))
+    return out
 
 
 def parameter_jacobian_loop(model: torch.nn.Module, X) -> np.ndarray:
     r"""The same :math:`J` as :func:`parameter_jacobian`, one backward pass per sample and output.
 
-    The naive method: a Python loop over samples and outputs calling ``torch.autograd.grad``.
-    It is the independent reference in the tests and the baseline of
-    ``benchmarks/jacobians.py``; use :func:`parameter_jacobian` for real work.
+    The naive method: a Python loop over samples and outputs calling ``torch.autograd.grad``
+    (on the model's device). It is the independent reference in the tests and the baseline
+    of ``benchmarks/jacobians.py``; use :func:`parameter_jacobian` for real work.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from companion.nets.jacobians import parameter_jacobian_loop
+    >>> from companion.nets.models import make_model
+    >>> parameter_jacobian_loop(make_model("mlp", in_dim=3), torch.ones(2, 3)).shape
+    (2, 1, 4)
     """
+    check_deterministic_mode(model)
     model = as_float64(model)
+    device = model_device(model)
     X = as_inputs(X, torch.float64)
     params = [p for _, p in trainable_parameters(model)]
     rows = []
     for x in X:
-        out = model(x[None])[0]
+        out = model(x[None].to(device)).reshape(-1)
         per_output = []
         for k in range(out.shape[0]):
             grads = torch.autograd.grad(out[k], params, retain_graph=k + 1 < out.shape[0])
             per_output.append(torch.cat([g.reshape(-1) for g in grads]))
         rows.append(torch.stack(per_output))
-    return torch.stack(rows).detach().numpy()
+    return to_numpy(torch.stack(rows))
 
 
-def input_gradients(model: torch.nn.Module, X, chunk_size: int = 1024) -> np.ndarray:
+def loss_hessians(
+    model: torch.nn.Module, data, *, loss, chunk_size: int = 1024, device=None
+) -> np.ndarray:
+    r"""Per-sample output Hessians :math:`\Lambda_i = \partial^2\ell_i/\partial f_i^2` at the model.
+
+    Evaluates the model on the training inputs and applies
+    :meth:`companion.nets.losses.OutputLoss.output_hessians`; with :func:`parameter_jacobian`
+    this gives the per-sample Gauss–Newton matrices :math:`H_i = J_i^\top\Lambda_iJ_i`
+    (:cite:p:`mulayoff2024exact`).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    data : Dataset, (X, y) or DataLoader
+        Inputs and targets (integer labels for cross-entropy), see
+        :func:`companion.nets.data.as_xy`.
+    loss : torch loss, str, OutputLoss or callable
+        See :func:`companion.nets.losses.as_output_loss`.
+    chunk_size : int
+        Samples per forward pass on the device.
+    device : torch.device, str or None
+        Where to compute (None: where the model is).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, K, K)`` float64.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from companion.nets.jacobians import loss_hessians
+    >>> from companion.nets.models import make_model
+    >>> model = make_model("mlp", in_dim=3, out_dim=2)
+    >>> lam = loss_hessians(model, (torch.ones(4, 3), torch.zeros(4, 2)), loss=nn.MSELoss())
+    >>> lam.shape, lam[0].tolist()
+    ((4, 2, 2), [[1.0, 0.0], [0.0, 1.0]])
+    """
+    output_loss = as_output_loss(loss)
+    chunk = _chunk(chunk_size)
+    X, y = as_xy(data, torch.float64)
+    fn = FunctionalModel(model, X, device=device)
+    out = np.empty((fn.n, fn.K, fn.K))
+    for s in range(0, fn.n, chunk):
+        f = fn.outputs(fn.X[s : s + chunk], chunk)
+        out[s : s + chunk] = to_numpy(output_loss.output_hessians(f, y[s : s + chunk]))
+    return out
+
+
+def input_gradients(
+    model: torch.nn.Module, X, chunk_size: int = 1024, *, device=None
+) -> np.ndarray:
     r"""Per-sample input gradients :math:`\nabla_x f(x_i)`, shape ``(n, K, p)`` float64.
 
-    ``p`` is the number of input features (inputs are flattened).
+    ``p`` is the number of input features (inputs are flattened). Computed on the model's
+    device (or ``device``), ``chunk_size`` samples at a time.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from companion.nets.jacobians import input_gradients
+    >>> from companion.nets.models import make_model
+    >>> model = make_model("mlp", in_dim=3, widths=())   # f = w.x + b: the gradient is w
+    >>> g = input_gradients(model, torch.randn(2, 3))
+    >>> bool((g[0, 0] == model.first_layer.weight.detach().numpy()[0]).all())
+    True
     """
-    fn = _Functional(model, X)
     chunk = _chunk(chunk_size)
-
-    return _input_gradients(fn, fn.X, chunk).numpy()
-
-
-def _input_gradients(fn: _Functional, X: torch.Tensor, chunk: int) -> torch.Tensor:
-    """``(m, K, p)`` input gradients of the samples ``X``."""
-
-    m = X.shape[0]
-    rows = []
-    for k in range(fn.K):
-
-        def f_k(x, k=k):
-            return fn({}, x)[k]
-
-        rows.append(vmap(grad(f_k), chunk_size=chunk)(X).reshape(m, -1))
-    return torch.stack(rows, dim=1)
+    fn = FunctionalModel(model, X, device=device)
+    p = math.prod(fn.X.shape[1:])
+    out = np.empty((fn.n, fn.K, p))
+    for s in range(0, fn.n, chunk):
+        out[s : s + chunk] = to_numpy(fn.input_gradients(fn.X[s : s + chunk]))
+    return out
 
 
 def gram_matrix(
@@ -181,6 +366,10 @@ def gram_matrix(
     X,
     chunk_size: int = 1024,
     max_memory: int = DEFAULT_JACOBIAN_MEMORY,
+    *,
+    loss=None,
+    targets=None,
+    device=None,
 ) -> np.ndarray:
     r"""The Gram matrix :math:`JJ^\top` of the stacked Jacobian (``nK x nK``, float64).
 
@@ -192,6 +381,12 @@ def gram_matrix(
     is exactly symmetrised. With :math:`H = \frac1n J^\top J`, the nonzero eigenvalues of
     :math:`H` are those of :math:`JJ^\top/n` (:cite:p:`mulayoff2024exact`).
 
+    With ``loss`` (and ``targets``) the rows are those of
+    :math:`\tilde J_i = S_iJ_i`, :math:`S_i = \Lambda_i^{1/2}`
+    (:meth:`companion.nets.losses.OutputLoss.output_hessian_roots` at the model's outputs):
+    :math:`G_{ij} = S_iJ_iJ_j^\top S_j`, whose nonzero eigenvalues are those of
+    :math:`\sum_i J_i^\top\Lambda_iJ_i` (the Gauss–Newton matrix of :math:`\sum_i\ell_i`).
+
     Parameters
     ----------
     model, X
@@ -200,13 +395,57 @@ def gram_matrix(
         Samples per vectorised Jacobian chunk.
     max_memory : int
         Bytes allowed for one block of Jacobian entries.
+    loss : torch loss, str, OutputLoss, callable or None
+        Weight the rows by :math:`\Lambda_i^{1/2}` (see
+        :func:`companion.nets.losses.as_output_loss`); None: the plain :math:`JJ^\top`.
+    targets : array_like or torch.Tensor or None
+        The targets (labels), required with ``loss``.
+    device : torch.device, str or None
+        Where to compute (None: where the model is).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from companion.nets.jacobians import gram_matrix
+    >>> from companion.nets.models import make_model
+    >>> model = make_model("mlp", in_dim=3, widths=(4,), out_dim=2)
+    >>> X, labels = torch.randn(5, 3), torch.tensor([0, 1, 1, 0, 1])
+    >>> gram_matrix(model, X).shape
+    (10, 10)
+    >>> G = gram_matrix(model, X, loss=nn.CrossEntropyLoss(), targets=labels)
+    >>> bool(abs(G - G.T).max() == 0)
+    True
     """
-    fn = _Functional(model, X)
     chunk = _chunk(chunk_size)
     max_memory = check_positive_int(max_memory, "max_memory")
+    if loss is None and targets is not None:
+        raise ValueError("targets are only used with loss=: pass the loss too")
+    fn = FunctionalModel(model, X, device=device)
     n, K = fn.n, fn.K
     check_dense_size(n * K * n * K, "the Gram matrix", "a smaller subset of samples")
-    gram = torch.zeros(n * K, n * K, dtype=torch.float64)
+    roots = None
+    if loss is not None:
+        output_loss = as_output_loss(loss)
+        if targets is None:
+            raise ValueError("targets are required with loss= (the loss Hessians need them)")
+        _, y = as_xy((fn.X, targets), torch.float64)
+        roots = torch.cat(
+            [
+                output_loss.output_hessian_roots(
+                    fn.outputs(fn.X[s : s + chunk], chunk), y[s : s + chunk]
+                )
+                for s in range(0, n, chunk)
+            ]
+        )
+
+    def block(names: list[str], start: int, stop: int) -> torch.Tensor:
+        J = fn.jacobian(names, fn.X[start:stop], chunk)
+        if roots is not None:
+            J = torch.einsum("ikl,ild->ikd", roots[start:stop], J)
+        return J.reshape(J.shape[0] * K, -1)
+
+    gram = torch.zeros(n * K, n * K, dtype=torch.float64, device=fn.device)
     per_entry = 8 * n * K  # bytes per parameter column of a full-sample block
 
     groups: list[list[str]] = []
@@ -223,25 +462,24 @@ def gram_matrix(
     for group in groups:
         size = sum(fn.params[nm].numel() for nm in group)
         if size * per_entry <= max_memory:
-            J = fn.jacobian(group, fn.X, chunk).reshape(n * K, size)
+            J = block(group, 0, n)
             gram += J @ J.T
             continue
         # one tensor larger than the budget: pairs of sample chunks
         rows = max(1, max_memory // (2 * 8 * K * size))
         starts = list(range(0, n, rows))
         for a, s_a in enumerate(starts):
-            Xa = fn.X[s_a : s_a + rows]
-            Ja = fn.jacobian(group, Xa, chunk).reshape(-1, size)
+            Ja = block(group, s_a, s_a + rows)
             ra = slice(s_a * K, s_a * K + Ja.shape[0])
             gram[ra, ra] += Ja @ Ja.T
             for s_b in starts[a + 1 :]:
-                Jb = fn.jacobian(group, fn.X[s_b : s_b + rows], chunk).reshape(-1, size)
+                Jb = block(group, s_b, s_b + rows)
                 rb = slice(s_b * K, s_b * K + Jb.shape[0])
-                block = Ja @ Jb.T
-                gram[ra, rb] += block
-                gram[rb, ra] += block.T
+                product = Ja @ Jb.T
+                gram[ra, rb] += product
+                gram[rb, ra] += product.T
     gram = 0.5 * (gram + gram.T)
-    return gram.numpy()
+    return to_numpy(gram)
 
 
 # ----------------------------------------------------------------------------------------
@@ -249,7 +487,7 @@ def gram_matrix(
 # ----------------------------------------------------------------------------------------
 
 
-def _first_layer_io(fn: _Functional) -> tuple[torch.nn.Module, torch.Size, torch.Size]:
+def _first_layer_io(fn: FunctionalModel) -> tuple[torch.nn.Module, torch.Size, torch.Size]:
     """The first layer and the per-sample shapes of its input and output.
 
     Raises ``TypeError`` unless the layer sees the model input itself (up to a reshape).
@@ -263,7 +501,7 @@ def _first_layer_io(fn: _Functional) -> tuple[torch.nn.Module, torch.Size, torch
     handle = layer.register_forward_hook(hook)
     try:
         with torch.no_grad():
-            fn.model(fn.X[:1])
+            fn.model(fn.to_device(fn.X[:1]))
     finally:
         handle.remove()
     if "in" not in seen:
@@ -282,11 +520,20 @@ def first_layer_matrix(model: torch.nn.Module, X) -> np.ndarray:
     For ``nn.Linear`` this is the weight; for ``nn.Conv2d`` it is the (dense) matrix of
     the convolution :math:`x \mapsto W_1 * x` (bias excluded) on inputs shaped like
     ``X[0]``, so that :math:`\nabla_x f = W_1^\top u` holds with the matrix.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from companion.nets.jacobians import first_layer_matrix
+    >>> from companion.nets.models import make_model
+    >>> cnn = make_model("cnn", in_shape=(1, 4, 4), channels=(2,))
+    >>> first_layer_matrix(cnn, torch.zeros(1, 16)).shape   # 2 channels x 16 pixels, 16 inputs
+    (32, 16)
     """
-    fn = _Functional(model, as_inputs(X)[:1])
+    fn = FunctionalModel(model, as_inputs(X)[:1])
     layer, in_shape, out_shape = _first_layer_io(fn)
     if isinstance(layer, torch.nn.Linear):
-        return layer.weight.detach().to(torch.float64).numpy().copy()
+        return to_numpy(layer.weight)
     p, m = math.prod(in_shape), math.prod(out_shape)
     check_dense_size(m * p, "the first-layer matrix", "a smaller input")
 
@@ -294,33 +541,34 @@ def first_layer_matrix(model: torch.nn.Module, X) -> np.ndarray:
         return layer(x.reshape(1, *in_shape)).reshape(-1)
 
     with torch.no_grad():
-        mat = jacrev(layer_of_flat)(torch.zeros(p, dtype=layer.weight.dtype))
-    return mat.to(torch.float64).numpy()
+        mat = jacrev(layer_of_flat)(
+            torch.zeros(p, dtype=layer.weight.dtype, device=layer.weight.device)
+        )
+    return to_numpy(mat)
 
 
-def preactivation_gradients(model: torch.nn.Module, X, chunk_size: int = 1024) -> np.ndarray:
+def preactivation_gradients(
+    model: torch.nn.Module, X, chunk_size: int = 1024, *, device=None
+) -> np.ndarray:
     r"""Per-sample :math:`u_i = \partial f(x_i)/\partial (W_1 x_i)`, shape ``(n, K, m)``.
 
     ``m`` is the size of the first layer's output; the derivative is taken with respect
     to that output (adding the bias does not change it). Ma & Ying's eq. (1):
     :math:`\nabla_{W_1} f = u x^\top` (``nn.Linear``) and :math:`\nabla_x f = W_1^\top u`
     (:cite:p:`ma2021linear`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from companion.nets.jacobians import preactivation_gradients
+    >>> from companion.nets.models import make_model
+    >>> model = make_model("mlp", in_dim=3, widths=(4,), out_dim=2)
+    >>> preactivation_gradients(model, torch.randn(5, 3)).shape
+    (5, 2, 4)
     """
-    fn = _Functional(model, X)
-    layer, _, out_shape = _first_layer_io(fn)
     chunk = _chunk(chunk_size)
-    captured = []
-
-    def capture(module, inputs, output):
-        captured.append(output.detach())
-
-    handle = layer.register_forward_hook(capture)
-    try:
-        with torch.no_grad():
-            fn.model(fn.X)
-    finally:
-        handle.remove()
-    z0 = captured[0]
+    fn = FunctionalModel(model, X, device=device)
+    layer, _, out_shape = _first_layer_io(fn)
 
     def f_of_z(z, x):
         def replace_output(module, inputs, output):
@@ -332,14 +580,30 @@ def preactivation_gradients(model: torch.nn.Module, X, chunk_size: int = 1024) -
         finally:
             handle.remove()
 
-    rows = []
-    for k in range(fn.K):
+    out = np.empty((fn.n, fn.K, math.prod(out_shape)))
+    for s in range(0, fn.n, chunk):
+        Xc = fn.to_device(fn.X[s : s + chunk])
+        captured = []
 
-        def f_k(z, x, k=k):
-            return f_of_z(z, x)[k]
+        def capture(module, inputs, output, captured=captured):
+            captured.append(output.detach())
 
-        rows.append(vmap(grad(f_k), chunk_size=chunk)(z0, fn.X).reshape(fn.n, -1))
-    return torch.stack(rows, dim=1).numpy()
+        handle = layer.register_forward_hook(capture)
+        try:
+            with torch.no_grad():
+                fn.model(Xc)
+        finally:
+            handle.remove()
+        z0 = captured[0]
+        rows = []
+        for k in range(fn.K):
+
+            def f_k(z, x, k=k):
+                return f_of_z(z, x)[k]
+
+            rows.append(vmap(grad(f_k))(z0, Xc).reshape(Xc.shape[0], -1))
+        out[s : s + chunk] = to_numpy(torch.stack(rows, dim=1))
+    return out
 
 
 def operator_norm_bounds(A, p: float, iterations: int = 200) -> tuple[float, float]:
@@ -445,7 +709,7 @@ class FirstLayerGradients:
 
 
 def first_layer_gradients(
-    model: torch.nn.Module, X, k: int = 1, chunk_size: int = 512
+    model: torch.nn.Module, X, k: int = 1, chunk_size: int = 512, *, device=None
 ) -> FirstLayerGradients:
     r"""Gradient norms of MY eq. (5) and Prop. 2 for moment order ``k``.
 
@@ -453,12 +717,23 @@ def first_layer_gradients(
     :math:`\|\nabla_{W_1} f(x_i)\|_{2k}`, :math:`\|\nabla_x f(x_i)\|_{2k}` and
     :math:`\|x_i\|_{2k}`, plus bounds on :math:`\|W_1^\top\|_{2k}` (see
     :func:`operator_norm_bounds`; :math:`W_1` from :func:`first_layer_matrix`). Works in
-    sample chunks, so the full Jacobian is never stored (:cite:p:`ma2021linear`).
-    Raises ``TypeError`` for a model without a linear/conv first layer.
+    sample chunks on the model's device (or ``device``), so the full Jacobian is never
+    stored (:cite:p:`ma2021linear`). Raises ``TypeError`` for a model without a
+    linear/conv first layer.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from companion.nets.jacobians import first_layer_gradients
+    >>> from companion.nets.models import make_model
+    >>> fl = first_layer_gradients(make_model("mlp", in_dim=3, widths=(4,)), torch.randn(6, 3))
+    >>> lhs, rhs = fl.prop2_sides()
+    >>> bool((lhs <= rhs).all())
+    True
     """
     k = check_positive_int(k, "k")
     chunk = _chunk(chunk_size)
-    fn = _Functional(model, X)
+    fn = FunctionalModel(model, X, device=device)
     _first_layer_io(fn)
     (w1_name,), _ = first_layer_parameters(fn.model)
     offsets = np.cumsum([0, *fn.sizes])
@@ -468,21 +743,22 @@ def first_layer_gradients(
 
     param_norms, w1_norms, input_norms = [], [], []
     for start in range(0, fn.n, chunk):
-        Xc = fn.X[start : start + chunk]
+        Xc = fn.to_device(fn.X[start : start + chunk])
+        m = Xc.shape[0]
         J = fn.jacobian(fn.names, Xc, chunk)
-        gx = _input_gradients(fn, Xc, chunk).reshape(Xc.shape[0], -1)
-        param_norms.append(torch.linalg.vector_norm(J.reshape(len(Xc), -1), p, dim=1))
-        w1_norms.append(torch.linalg.vector_norm(J[:, :, w1_cols].reshape(len(Xc), -1), p, dim=1))
+        gx = fn.input_gradients(Xc).reshape(m, -1)
+        param_norms.append(torch.linalg.vector_norm(J.reshape(m, -1), p, dim=1))
+        w1_norms.append(torch.linalg.vector_norm(J[:, :, w1_cols].reshape(m, -1), p, dim=1))
         input_norms.append(torch.linalg.vector_norm(gx, p, dim=1))
-    x_norms = torch.linalg.vector_norm(fn.X.reshape(fn.n, -1), p, dim=1).numpy()
+    x_norms = to_numpy(torch.linalg.vector_norm(fn.X.reshape(fn.n, -1), p, dim=1))
     if np.any(x_norms == 0):
         raise ValueError("X contains a zero input: Prop. 2 needs x != 0")
     w1 = first_layer_matrix(fn.model, fn.X[:1])
     return FirstLayerGradients(
         k=k,
-        param_grad_norms=torch.cat(param_norms).numpy(),
-        first_layer_grad_norms=torch.cat(w1_norms).numpy(),
-        input_grad_norms=torch.cat(input_norms).numpy(),
+        param_grad_norms=to_numpy(torch.cat(param_norms)),
+        first_layer_grad_norms=to_numpy(torch.cat(w1_norms)),
+        input_grad_norms=to_numpy(torch.cat(input_norms)),
         input_norms=x_norms,
         w1t_norm=operator_norm_bounds(w1.T, p),
     )

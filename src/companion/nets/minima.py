@@ -94,10 +94,10 @@ def train_minimum(
     r"""Train a seeded MLP with SGD :math:`(\eta, B)` and measure the minimum it reaches.
 
     Loads ``dataset`` (two classes, targets :math:`\pm1`, float64), builds
-    ``make_model("mlp", seed=init_seed)`` and runs :func:`companion.training.train`
+    ``make_model("mlp", seed=init_seed)`` and runs :func:`companion.nets.training.train`
     (SGD on ``loss``, batches drawn independently at every step, stop once the loss is at
     most ``tol``). A module-level function of JSON values,
-    for :func:`sweep`.
+    for :func:`~companion.sweeps.sweep`.
 
     Parameters
     ----------
@@ -112,11 +112,11 @@ def train_minimum(
         Seed of the initialisation (default ``seed``); fix it to start every run from the
         same point.
     dataset, classes, n_per_class, data_seed
-        Passed to :func:`companion.data.load`.
+        Passed to :func:`companion.nets.data.load`.
     widths, activation
-        Of the :class:`companion.models.MLP`.
+        Of the :class:`companion.nets.models.MLP`.
     steps, tol, replacement, record_every
-        Passed to :func:`companion.training.train`.
+        Passed to :func:`companion.nets.training.train`.
     rank_one : bool
         Also compute the rank-one lower bound (see :func:`minimum_statistics`).
 

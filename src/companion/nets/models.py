@@ -21,8 +21,11 @@ import math
 import numbers
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.dropout import _DropoutNd
 
 from ..validation import check_positive_int
 
@@ -31,11 +34,15 @@ __all__ = [
     "MLP",
     "SmallCNN",
     "as_float64",
+    "check_deterministic_mode",
+    "check_float64_device",
     "check_output_shape",
     "first_layer",
     "first_layer_parameters",
     "make_model",
+    "model_device",
     "num_parameters",
+    "to_numpy",
     "trainable_parameters",
 ]
 
@@ -185,7 +192,7 @@ def make_model(
 
 
 # ----------------------------------------------------------------------------------------
-# helpers used by training, jacobians, hessian_ops and diagnose
+# helpers used by training, jacobians, curvature_ops and diagnosis
 # ----------------------------------------------------------------------------------------
 
 
@@ -203,7 +210,10 @@ def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """
     params = [(n, p) for n, p in _check_module(model).named_parameters() if p.requires_grad]
     if not params:
-        raise ValueError("model has no trainable parameters")
+        raise ValueError(
+            "model has no trainable parameters (none with requires_grad=True): there is "
+            "nothing to differentiate"
+        )
     return params
 
 
@@ -250,19 +260,145 @@ def first_layer_parameters(model: nn.Module) -> tuple[list[str], list[str]]:
     return names, rest
 
 
-def as_float64(model: nn.Module) -> nn.Module:
-    """The model itself if its parameters are float64, else a float64 deep copy."""
+def model_device(model: nn.Module) -> torch.device:
+    """The one device holding the model's parameters and buffers.
+
+    Raises ``ValueError`` naming ``model`` when they are spread over several devices
+    (move the model with ``model.to(device)``). A model without tensors is on the CPU.
+
+    Examples
+    --------
+    >>> from companion.nets.models import make_model, model_device
+    >>> model_device(make_model("mlp", in_dim=2))
+    device(type='cpu')
+    """
     _check_module(model)
+    devices = {t.device for t in itertools.chain(model.parameters(), model.buffers())}
+    if len(devices) > 1:
+        raise ValueError(
+            f"model has parameters or buffers on several devices ({sorted(map(str, devices))}): "
+            "move it to one device with model.to(device)"
+        )
+    return devices.pop() if devices else torch.device("cpu")
+
+
+def _resolve_device(device) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (TypeError, RuntimeError) as exc:
+        raise TypeError(
+            f"device must be a torch.device or a device string, got {device!r}"
+        ) from exc
+    if device.type == "cuda" and device.index is None and torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def check_float64_device(device) -> torch.device:
+    """A device for float64 computations: refuses Apple MPS (no float64) with a ValueError.
+
+    Curvature, Jacobians and thresholds are computed in float64 (eigenvalues of
+    ill-conditioned matrices need it). On MPS pass ``device="cpu"``: a float64 copy of the
+    model is used there and the original is left alone.
+
+    Examples
+    --------
+    >>> from companion.nets.models import check_float64_device
+    >>> check_float64_device("cpu")
+    device(type='cpu')
+    """
+    device = _resolve_device(device)
+    if device.type == "mps":
+        raise ValueError(
+            "device: Apple MPS has no float64, and curvature is computed in float64; pass "
+            "device='cpu' (a float64 copy of the model is used there; the model itself is "
+            "not moved)"
+        )
+    return device
+
+
+def as_float64(model: nn.Module, *, device=None) -> nn.Module:
+    """The model itself if float64 (and on ``device``), else a float64 deep copy there.
+
+    ``device=None`` keeps the model's device (:func:`model_device`). The original model is
+    never modified. Raises ``ValueError`` on Apple MPS (see :func:`check_float64_device`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from companion.nets.models import as_float64, make_model
+    >>> model = make_model("mlp", in_dim=2, dtype=torch.float32)
+    >>> as_float64(model).first_layer.weight.dtype, model.first_layer.weight.dtype
+    (torch.float64, torch.float32)
+    """
+    current = model_device(model)
+    target = check_float64_device(current if device is None else device)
     tensors = [*model.parameters(), *model.buffers()]
-    if all(t.dtype == torch.float64 for t in tensors if t.is_floating_point()):
+    if target == current and all(
+        t.dtype == torch.float64 for t in tensors if t.is_floating_point()
+    ):
         return model
-    return copy.deepcopy(model).to(torch.float64)
+    return copy.deepcopy(model).to(device=target, dtype=torch.float64)
+
+
+def check_deterministic_mode(model: nn.Module) -> nn.Module:
+    r"""Refuse a model in training mode that contains BatchNorm or Dropout (``ValueError``).
+
+    Per-sample curvature (Jacobians :math:`J_i`, Hessians :math:`H_i`, Gram matrices)
+    needs :math:`f(x_i;\theta)` to be a deterministic function of one sample and the
+    parameters. In training mode BatchNorm normalises with the statistics of the current
+    batch (so :math:`f(x_i)` depends on the other samples) and Dropout draws a random mask
+    at every call. Call ``model.eval()`` first: BatchNorm then uses its running statistics
+    and Dropout is the identity. Returns the model.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from companion.nets.models import check_deterministic_mode
+    >>> model = nn.Sequential(nn.Linear(2, 3), nn.Dropout(0.5), nn.Linear(3, 1))
+    >>> check_deterministic_mode(model.eval()) is model
+    True
+    """
+    _check_module(model)
+    found = [
+        (name or type(model).__name__, type(m).__name__)
+        for name, m in model.named_modules()
+        if m.training and isinstance(m, _BatchNorm | _DropoutNd)
+    ]
+    if found:
+        listed = ", ".join(f"{name} ({kind})" for name, kind in found)
+        raise ValueError(
+            f"model is in training mode and contains {listed}: call model.eval() first. "
+            "Per-sample curvature needs f(x_i) to be a deterministic function of one sample, "
+            "but in training mode BatchNorm normalises with the current batch's statistics "
+            "and Dropout draws a random mask at every call"
+        )
+    return model
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A float64 NumPy copy of a tensor on any device: ``tensor.detach().cpu()`` first.
+
+    The one place where companion's torch modules hand results to the NumPy core; the
+    copy never shares memory with the tensor (or with a model's parameters).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from companion.nets.models import to_numpy
+    >>> to_numpy(torch.ones(2, requires_grad=True))
+    array([1., 1.])
+    """
+    return np.array(tensor.detach().cpu().double().numpy(), dtype=np.float64, copy=True)
 
 
 def check_output_shape(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> None:
-    """Refuse a model whose per-sample output shape differs from the targets' (``ValueError``)."""
+    """Refuse a model whose per-sample output shape differs from the targets' (``ValueError``).
+
+    ``X[:1]`` is moved to the model's device.
+    """
     with torch.no_grad():
-        out = model(X[:1])
+        out = model(X[:1].to(model_device(model)))
     if out.shape[1:] != y.shape[1:]:
         raise ValueError(
             f"model outputs {tuple(out.shape[1:])} per sample but targets are "

@@ -1,40 +1,53 @@
-r"""Plain mini-batch SGD on the square loss, as analysed in the linear-stability papers.
+r"""Plain mini-batch SGD on the user's loss, with batches drawn as the stability theory assumes.
 
-The loss is :math:`L(\theta) = \frac{1}{2n}\sum_{i=1}^n\|f(x_i;\theta) - y_i\|^2` and one
-step is
+For a loss with per-sample losses :math:`\ell_i` (:mod:`companion.nets.losses`) and batch
+loss :math:`L_{\mathcal B} = w_B\sum_{i\in\mathcal B}\ell_i` (:math:`w_B = 1/B` for
+``reduction="mean"``, :math:`1` for ``"sum"``) one step is
 
 .. math::
 
-    \theta_{t+1} = \theta_t - \frac{\eta_t}{B}\sum_{i\in\mathcal B_t}
-    \nabla_\theta\, \tfrac12\|f(x_i;\theta_t) - y_i\|^2 ,
+    \theta_{t+1} = \theta_t - \eta_t\,\nabla_\theta L_{\mathcal B_t}(\theta_t),
 
-(:cite:p:`ma2021linear` eq. (7), :cite:p:`wu2018sgd`). The batches :math:`\mathcal B_t` are
-drawn **independently at every step**: a uniform subset of size :math:`B` (default), or
-:math:`B` i.i.d. indices (``replacement=True``). This is the sampling the theory assumes
-(its batch-noise factor :math:`p` is :func:`companion.sampling.batch_noise_factor`); it is not the
-usual "epochs of a shuffled permutation". ``B = n`` without replacement is gradient
-descent. No momentum, no weight decay.
+exactly the step of the user's own torch loop with that loss and ``torch.optim.SGD``; for
+:class:`~companion.nets.losses.HalfSquaredError` it is
+:math:`\theta_t - \frac{\eta_t}{B}\sum_{i\in\mathcal B_t}\nabla_\theta\frac12\|f(x_i;\theta_t)
+- y_i\|^2` (:cite:p:`ma2021linear` eq. (7), :cite:p:`wu2018sgd`). The batches
+:math:`\mathcal B_t` are drawn **independently at every step**: a uniform subset of size
+:math:`B` (default), or :math:`B` i.i.d. indices (``replacement=True``). This is the
+sampling the theory assumes (its batch-noise factor :math:`p` is
+:func:`companion.stability.sampling.batch_noise_factor`); it is not the usual "epochs of a
+shuffled permutation". ``B = n`` without replacement is gradient descent. No momentum, no
+weight decay. Training runs where the model's parameters are; the data are moved there.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..progress import show_progress
+from ..stability.sampling import sample_batches
 from ..validation import check_batch_size, check_lr, check_positive_int, check_replacement
 from .data import as_xy
-from .models import check_output_shape, first_layer, trainable_parameters
-from ..stability.sampling import sample_batches
+from .losses import HalfSquaredError, OutputLoss, as_output_loss
+from .models import (
+    check_deterministic_mode,
+    check_float64_device,
+    first_layer,
+    model_device,
+    to_numpy,
+    trainable_parameters,
+)
 
-__all__ = ["History", "fit_last_layer", "square_loss", "train"]
-
-#: Environment variable forcing the progress bar on ("1") or off ("0").
+__all__ = ["History", "first_layer_norm", "fit_last_layer", "train"]
 
 _BATCH_BLOCK = 1024  # batches drawn per call of the sampler
+_EVAL_CHUNK = 8192  # samples per forward pass when evaluating the full training loss
 
 
 @dataclass
@@ -47,7 +60,8 @@ class History:
         Step indices at which ``loss`` and ``first_layer_norm`` were recorded (0 is the
         initial point; the last entry is the final point).
     loss : numpy.ndarray
-        Full training loss :math:`L = \frac1{2n}\sum_i\|f_i - y_i\|^2` at ``steps``.
+        The training loss on all ``n`` samples as one batch, :math:`L = w_n\sum_i\ell_i`
+        (the value of the user's ``loss`` on the full data), at ``steps``.
     first_layer_norm : numpy.ndarray
         Spectral norm :math:`\|W_1\|_2` of the first-layer weight (reshaped to
         ``(out_channels, -1)`` for a convolution; NaN for models without one).
@@ -59,6 +73,10 @@ class History:
         Whether the training loss reached ``tol``.
     diverged : bool
         Whether the loss became NaN/inf or exceeded ``1e12`` times its initial value.
+    lr, batch_size, replacement, seed, tol
+        The arguments of :func:`train`.
+    settings : dict
+        The other settings, including ``"loss"`` (a description of the loss).
     """
 
     steps: np.ndarray
@@ -103,20 +121,59 @@ class History:
         return ax
 
 
-def square_loss(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    r""":math:`\frac{1}{2m}\sum_{i=1}^m\|f(x_i) - y_i\|^2` on the given samples (a tensor)."""
-    return ((model(X) - y) ** 2).sum() / (2 * X.shape[0])
+def first_layer_norm(model: torch.nn.Module) -> float:
+    r"""Spectral norm :math:`\|W_1\|_2` of the first layer's weight (NaN without one).
 
+    A convolution's weight is reshaped to ``(out_channels, -1)``
+    (:func:`companion.nets.models.first_layer`); non-finite weights give ``inf``.
 
-
-def _first_layer_norm(model: torch.nn.Module) -> float:
+    Examples
+    --------
+    >>> import torch
+    >>> from companion.nets.training import first_layer_norm
+    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    >>> with torch.no_grad():
+    ...     _ = model[0].weight.copy_(torch.tensor([[3.0, 0.0], [0.0, -2.0]]))
+    >>> round(first_layer_norm(model), 12)
+    3.0
+    """
     try:
         weight = first_layer(model).weight.detach()
     except TypeError:
         return math.nan
+    weight = weight.cpu().to(torch.float64)
     if not bool(torch.isfinite(weight).all()):
         return math.inf  # diverged weights: the caller sees a non-finite loss and stops
     return float(torch.linalg.matrix_norm(weight.reshape(weight.shape[0], -1), ord=2))
+
+
+@contextmanager
+def _preserved_buffers(model: torch.nn.Module) -> Iterator[None]:
+    """Restore the model's buffers afterwards (BatchNorm's running statistics in training mode).
+
+    Evaluating the recorded loss is a measurement, not a training step: it must not move
+    the running statistics the user's own loop would have.
+    """
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, value in saved:
+                b.copy_(value)
+
+
+def _full_loss(model, loss: OutputLoss, X: torch.Tensor, y: torch.Tensor) -> float:
+    """The loss on all samples as one batch (evaluated in chunks for large data)."""
+    n = X.shape[0]
+    with torch.no_grad(), _preserved_buffers(model):
+        if n <= _EVAL_CHUNK:
+            return float(loss.batch_loss(model(X), y))
+        total = sum(
+            loss.per_sample(model(X[s : s + _EVAL_CHUNK]), y[s : s + _EVAL_CHUNK]).sum()
+            for s in range(0, n, _EVAL_CHUNK)
+        )
+        return float(total) * loss.sample_weight(n)
 
 
 def train(
@@ -124,6 +181,8 @@ def train(
     data,
     lr: float,
     batch_size: int,
+    *,
+    loss,
     steps: int = 10_000,
     tol: float = 1e-10,
     replacement: bool = False,
@@ -134,35 +193,48 @@ def train(
     progress: bool | None = None,
     num_threads: int | None = 1,
 ) -> History:
-    r"""Train ``model`` in place with SGD on the square loss; stop at interpolation.
+    r"""Train ``model`` in place with SGD on ``loss``; stop when the training loss is below ``tol``.
+
+    Each step applies exactly ``loss`` to the mini-batch outputs and targets and subtracts
+    :math:`\eta_t` times its gradient, so ``lr`` means what it means in the user's own torch
+    loop with that loss (e.g. ``nn.MSELoss()`` divides by :math:`BK`,
+    :class:`~companion.nets.losses.HalfSquaredError` by :math:`2B`). Training runs on the
+    model's device, in the model's dtype; the data are moved there once.
 
     Parameters
     ----------
     model : torch.nn.Module
-        Maps ``(n, ...)`` to ``(n, K)``; trained in its own dtype (use float64 for theory).
-    data : Dataset or (X, y)
-        Training data; targets ``(n, K)``.
+        Maps ``(n, ...)`` to ``(n, K)`` (or ``(n,)``); trained in its own dtype (use
+        float64 for theory) and mode (``model.train()``/``eval()`` is left as it is).
+    data : Dataset, (X, y) or DataLoader
+        Training data (:func:`companion.nets.data.as_xy`); integer labels for
+        cross-entropy.
     lr : float
         Learning rate :math:`\eta` (after warm-up).
     batch_size : int
         Batch size :math:`B`.
+    loss : torch loss, str, OutputLoss or callable
+        The training loss (required), see :func:`companion.nets.losses.as_output_loss`.
     steps : int
         Step budget.
     tol : float
         Stop once the full training loss is :math:`\le` ``tol`` (checked every
-        ``record_every`` steps).
+        ``record_every`` steps); "interpolated" in :class:`History`.
     replacement : bool
         Batches of ``B`` i.i.d. indices (True) or uniform subsets of size ``B`` (False).
     warmup_steps : int
         Linear warm-up :math:`\eta_t = \eta\min(1, (t+1)/T_w)`; 0 for none.
     seed : int
         Seed of the batch sampling (the model's initialisation is seeded by
-        :func:`companion.models.make_model`). Same seed, same model, same data: identical
-        history.
+        :func:`companion.nets.models.make_model`). Same seed, same model, same data:
+        identical history.
     record_every : int
-        Record loss and :math:`\|W_1\|_2` every this many steps.
+        Record the full training loss and :math:`\|W_1\|_2` every this many steps.
     sharpness_every : int or None
-        Also record the sharpness every this many steps (Lanczos on the Hessian; costly).
+        Also record the sharpness :math:`\lambda_{\max}(\nabla^2L)` of the same loss every
+        this many steps (Lanczos on
+        :func:`companion.nets.curvature_ops.loss_hessian_operator`; costly; needs a model
+        without BatchNorm/Dropout in training mode, and float64 on its device).
     progress : bool or None
         tqdm progress bar; None: shown when stdout is a terminal, overridable with the
         environment variable ``COMPANION_PROGRESS=0/1`` (never in the built book).
@@ -174,12 +246,27 @@ def train(
     Returns
     -------
     History
+
+    Examples
+    --------
+    >>> import torch
+    >>> from companion.nets.data import synthetic
+    >>> from companion.nets.losses import HalfSquaredError
+    >>> from companion.nets.models import make_model
+    >>> from companion.nets.training import train
+    >>> data = synthetic("linear", n=5, d=12, n_test=0)
+    >>> model = make_model("mlp", in_dim=12, widths=())
+    >>> hist = train(model, data, lr=0.5, batch_size=5, loss=HalfSquaredError(), progress=False)
+    >>> hist.interpolated, hist.final_loss <= 1e-10
+    (True, True)
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    output_loss = as_output_loss(loss)
     params = [p for _, p in trainable_parameters(model)]
+    device = model_device(model)
     dtype = params[0].dtype
-    X, y = as_xy(data, dtype)
+    X, y = as_xy(data, dtype, device=device)
     n = int(X.shape[0])
     lr = check_lr(lr)
     replacement = check_replacement(replacement)
@@ -192,27 +279,30 @@ def train(
     record_every = check_positive_int(record_every, "record_every")
     if sharpness_every is not None:
         sharpness_every = check_positive_int(sharpness_every, "sharpness_every")
-    check_output_shape(model, X, y)
-
+        check_deterministic_mode(model)
+        check_float64_device(device)
     if num_threads is not None:
         num_threads = check_positive_int(num_threads, "num_threads")
+    with torch.no_grad(), _preserved_buffers(model):  # every target against the outputs, once
+        one = model(X[:batch_size])[:1]
+    output_loss.prepare(one.expand(n, *one.shape[1:]), y)
+
     rng = np.random.default_rng(seed)
     rec_steps, rec_loss, rec_norm, sh_steps, sh_vals = [], [], [], [], []
     interpolated = diverged = False
     initial_loss = None
 
     def record(t: int) -> float:
-        with torch.no_grad():
-            value = float(square_loss(model, X, y))
+        value = _full_loss(model, output_loss, X, y)
         rec_steps.append(t)
         rec_loss.append(value)
-        rec_norm.append(_first_layer_norm(model))
+        rec_norm.append(first_layer_norm(model))
         return value
 
     def record_sharpness(t: int) -> None:
         from .curvature_ops import loss_hessian_operator, top_eigenvalues
 
-        op = loss_hessian_operator(model, (X, y))
+        op = loss_hessian_operator(model, (X, y), loss=output_loss)
         sh_steps.append(t)
         sh_vals.append(float(top_eigenvalues(op, 1, tol=1e-8)[0]))
 
@@ -247,10 +337,11 @@ def train(
             if len(batches) == 0:
                 block = min(_BATCH_BLOCK, steps - t)
                 batches = sample_batches(rng, n, batch_size, block, replacement)
-            idx = torch.as_tensor(batches[0])
+            idx = torch.as_tensor(batches[0], device=device)
             batches = batches[1:]
             lr_t = lr * min(1.0, (t + 1) / warmup_steps) if warmup_steps else lr
-            grads = torch.autograd.grad(square_loss(model, X[idx], y[idx]), params)
+            batch_loss = output_loss.batch_loss(model(X[idx]), y[idx])
+            grads = torch.autograd.grad(batch_loss, params)
             with torch.no_grad():
                 for p, g in zip(params, grads, strict=True):
                     p.sub_(lr_t * g)
@@ -278,20 +369,35 @@ def train(
         replacement=replacement,
         seed=seed,
         tol=float(tol),
-        settings={"steps": steps, "warmup_steps": warmup_steps, "record_every": record_every},
+        settings={
+            "steps": steps,
+            "warmup_steps": warmup_steps,
+            "record_every": record_every,
+            "loss": output_loss.describe(),
+        },
     )
 
 
 def fit_last_layer(model: torch.nn.Module, data) -> float:
-    r"""Set the last linear layer of an :class:`~companion.models.MLP` or
-    :class:`~companion.models.SmallCNN` to the minimum-norm least-squares fit of ``data``.
+    r"""Set the last linear layer of an :class:`~companion.nets.models.MLP` or
+    :class:`~companion.nets.models.SmallCNN` to the minimum-norm least-squares fit of ``data``.
 
     With features :math:`\phi(x_i)` entering the last layer, solves
     :math:`\min\|[\Phi, 1]w - y\|` (bias included) in float64. When the last layer has at
     least as many inputs as there are samples (and :math:`[\Phi, 1]` has full row rank) the
     residual vanishes to rounding: a quick way to build an *interpolating minimum* of the
-    square loss without training. Returns the resulting training loss
-    :math:`\frac1{2n}\sum_i\|f_i - y_i\|^2`.
+    square loss (of :class:`~companion.nets.losses.HalfSquaredError` and ``nn.MSELoss``
+    alike: they share their minimisers) without training. Returns the resulting training
+    loss :math:`\frac1{2n}\sum_i\|f_i - y_i\|^2`.
+
+    Examples
+    --------
+    >>> from companion.nets.data import synthetic
+    >>> from companion.nets.models import make_model
+    >>> from companion.nets.training import fit_last_layer
+    >>> data = synthetic("teacher", n=6, d=3, n_test=0)
+    >>> fit_last_layer(make_model("mlp", in_dim=3, widths=(8,)), data) < 1e-25
+    True
     """
     from .models import MLP, SmallCNN
 
@@ -302,7 +408,11 @@ def fit_last_layer(model: torch.nn.Module, data) -> float:
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     last = layers[-1]
     dtype = last.weight.dtype
-    X, y = as_xy(data, dtype)
+    X, y = as_xy(data, dtype, device=model_device(model))
+    if not y.is_floating_point():
+        raise TypeError(
+            f"targets must be floating regression targets for a least-squares fit, got {y.dtype}"
+        )
     captured = {}
 
     def hook(module, inputs, output):
@@ -315,14 +425,14 @@ def fit_last_layer(model: torch.nn.Module, data) -> float:
     finally:
         handle.remove()
     scale = getattr(model, "output_scale", 1.0)
-    feats = captured["z"].to(torch.float64).numpy()
+    feats = to_numpy(captured["z"])
     if last.bias is not None:
         feats = np.hstack([feats, np.ones((feats.shape[0], 1))])
-    target = y.to(torch.float64).numpy() / scale
+    target = to_numpy(y) / scale
     coef = np.linalg.lstsq(feats, target, rcond=None)[0]  # (features[+1], K)
     with torch.no_grad():
         if last.bias is not None:
-            last.bias.copy_(torch.as_tensor(coef[-1], dtype=dtype))
+            last.bias.copy_(torch.as_tensor(coef[-1], dtype=dtype, device=last.bias.device))
             coef = coef[:-1]
-        last.weight.copy_(torch.as_tensor(coef.T, dtype=dtype))
-        return float(square_loss(model, X, y))
+        last.weight.copy_(torch.as_tensor(coef.T, dtype=dtype, device=last.weight.device))
+        return float(HalfSquaredError()(model(X), y))

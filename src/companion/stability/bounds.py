@@ -3,7 +3,7 @@
 Every function returns a :class:`Bound`: the left-hand side, the right-hand side and whether
 ``lhs <= rhs`` holds. None of them decides stability; they state what the papers claim a
 stable minimum must satisfy, so that a computation can put the claim to the test.
-The exact thresholds these bounds are compared with live in :mod:`companion.thresholds`;
+The exact thresholds these bounds are compared with live in :mod:`companion.stability.thresholds`;
 the Mulayoff--Michaeli necessary bounds (15)/(16) are ``thresholds.ms_necessary_bounds``.
 """
 

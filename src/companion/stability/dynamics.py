@@ -437,7 +437,7 @@ def mixture_process_operator(
     Returns
     -------
     numpy.ndarray, shape (d*d, d*d)
-        Row-major vectorisation, as in :mod:`companion.operators`.
+        Row-major vectorisation, as in :mod:`companion.stability.operators`.
     """
     hs, lr, b, replacement = _setup(hessians, lr, batch_size, replacement)
     n, d, _ = hs.shape

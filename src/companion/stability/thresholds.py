@@ -150,8 +150,8 @@ def rank_one_bound(
 ) -> RankOneBound:
     r"""Rank-one lower bound on the generalized sharpness (:cite:p:`mulayoff2024exact` eq. 24).
 
-    See :meth:`Curvature.rank_one_bound`. Returns ``RankOneBound(value, direction)``; the
-    value is at most :math:`2/\eta^*`.
+    See :meth:`~companion.stability.curvature.Curvature.rank_one_bound`. Returns
+    ``RankOneBound(value, direction)``; the value is at most :math:`2/\eta^*`.
 
     Examples
     --------

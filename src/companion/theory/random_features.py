@@ -249,7 +249,7 @@ def random_feature_curve(
     For each width :math:`m` the model uses the first :math:`m` rows of ``weights`` (so the
     models are nested) and the coefficients :math:`a = \Psi^{+} y`, the limit of GD on
     :math:`\frac1{2n}\|\Psi a - y\|^2` from :math:`a = 0`
-    (:func:`companion.least_squares.min_norm_solution`; :cite:p:`wu2020slides`).
+    (:func:`companion.theory.least_squares.min_norm_solution`; :cite:p:`wu2020slides`).
 
     Parameters
     ----------

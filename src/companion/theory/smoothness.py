@@ -149,7 +149,7 @@ def theorem3_bound(
     at an interpolating minimum that is :math:`k`-th order linearly stable for SGD with
     learning rate :math:`\eta` and batch size :math:`B` (:cite:p:`ma2021linear`, eq. (22));
     :math:`|f|_{1,2k,\{x_i\}} = (\frac1n\sum_i\|\nabla_xf(x_i)\|_{2k}^{2k})^{1/2k}`
-    (``FirstLayerGradients.g_x`` of :mod:`companion.jacobians`). ``w1t_norm`` must be an
+    (``FirstLayerGradients.g_x`` of :mod:`companion.nets.jacobians`). ``w1t_norm`` must be an
     upper bound on the induced norm :math:`\|W_1^\top\|_{2k}`.
     """
     seminorm = check_positive(seminorm, "seminorm", allow_zero=True)

@@ -1,4 +1,4 @@
-"""Tests of companion.experiments: resumable sweeps, problem sizes, measured minima."""
+"""Tests of companion.sweeps: resumable sweeps and problem sizes."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from companion import experiments
-from companion.experiments import (
+from companion import sweeps
+from companion.sweeps import (
     SerialExecutor,
     load_results,
     make_grid,
@@ -55,11 +55,18 @@ class CountingFn:
 GRID = {"x": [0, 1, 2, 3, 4], "seed": [0, 7]}
 
 
+def _numpy_to_json(value):
+    """numpy scalars and arrays as Python numbers and lists (how a sweep file stores them)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def direct_loop(fn, grid):
     """The reference: a plain loop, results normalised as JSON (what a file stores)."""
-    return [
-        json.loads(json.dumps(fn(**p), default=experiments._to_json)) for p in make_grid(**grid)
-    ]
+    return [json.loads(json.dumps(fn(**p), default=_numpy_to_json)) for p in make_grid(**grid)]
 
 
 # ----------------------------------------------------------------------------------------
@@ -238,83 +245,15 @@ def test_dask_executor_equals_direct_loop(tmp_path):
 
 
 def test_scale_reads_the_environment(monkeypatch):
-    monkeypatch.delenv(experiments.SCALE_ENV, raising=False)
+    monkeypatch.delenv(sweeps.SCALE_ENV, raising=False)
     assert scale().name == "book"
     assert scale().dataset == "digits"
-    monkeypatch.setenv(experiments.SCALE_ENV, "paper")
+    monkeypatch.setenv(sweeps.SCALE_ENV, "paper")
     paper = scale()
     assert paper.name == "paper"
     assert paper.n > scale("book").n
-    monkeypatch.setenv(experiments.SCALE_ENV, "huge")
+    monkeypatch.setenv(sweeps.SCALE_ENV, "huge")
     with pytest.raises(ValueError, match="book"):
         scale()
     with pytest.raises(TypeError):
         scale(3)
-
-
-def test_scale_sizes_are_train_minimum_arguments():
-    import inspect
-
-    params = inspect.signature(experiments.train_minimum).parameters
-    assert set(scale("book").as_dict()) <= set(params)
-
-
-# ----------------------------------------------------------------------------------------
-# one trained minimum (torch)
-# ----------------------------------------------------------------------------------------
-
-TINY = {"n_per_class": 4, "widths": [3], "steps": 60, "tol": 1e-6}
-
-
-def test_train_minimum_is_reproducible():
-    first = experiments.train_minimum(0.1, 4, seed=3, **TINY)
-    second = experiments.train_minimum(0.1, 4, seed=3, **TINY)
-    assert first == second
-    other = experiments.train_minimum(0.1, 4, seed=4, **TINY)
-    assert other["final_loss"] != first["final_loss"]
-
-
-def test_minimum_statistics_against_dense_hessians():
-    torch = pytest.importorskip("torch")
-    from companion import curvature, thresholds
-    from companion.data import load
-    from companion.jacobians import parameter_jacobian
-    from companion.models import make_model
-    from companion.training import fit_last_layer
-
-    digits = load("digits", classes=(3, 8), n_per_class=4, seed=1)
-    # 12 of the 64 pixels keep d = 12*10 + 10 + 10 + 1 = 141, small enough for dense d x d
-    data = (digits.X_train[:, 20:32], digits.y_train)
-    model = make_model("mlp", seed=2, in_dim=12, widths=(10,), out_dim=1)
-    fit_last_layer(model, data)  # an interpolating minimum: H_i = J_i^T J_i exactly
-    stats = experiments.minimum_statistics(model, data, batch_size=3, rank_one=True)
-    jac = parameter_jacobian(model, data[0])[:, 0, :]  # (n, d)
-    hess = np.einsum("ni,nj->nij", jac, jac)
-    # dense brute force in float64; 1e-8 relative leaves room for the Lanczos tolerance
-    assert stats["sharpness"] == pytest.approx(curvature.sharpness(hess), rel=1e-8)
-    assert stats["non_uniformity"] == pytest.approx(curvature.non_uniformity(hess), rel=1e-6)
-    assert stats["ms_threshold"] == pytest.approx(
-        thresholds.ms_threshold(hess, 3, method="dense"), rel=1e-6
-    )
-    assert stats["trace"] == pytest.approx(np.trace(hess.mean(axis=0)), rel=1e-10)
-    # bounds on both sides of the exact threshold
-    assert stats["ms_threshold"] <= stats["bound_top_eigenvector"] * (1 + 1e-9)
-    assert stats["ms_threshold"] <= stats["bound_trace"] * (1 + 1e-9)
-    assert stats["rank_one"] <= stats["generalized_sharpness"] * (1 + 1e-9)
-    assert stats["loss"] < 1e-20
-    w1 = model.first_layer.weight.detach().to(torch.float64)
-    assert stats["first_layer_norm"] == pytest.approx(float(torch.linalg.matrix_norm(w1, 2)))
-
-
-def test_train_minimum_reports_divergence():
-    result = experiments.train_minimum(50.0, 8, **TINY)
-    assert result["diverged"] and not result["interpolated"]
-    assert "sharpness" not in result
-    json.dumps(result)  # still a JSON record
-
-
-def test_train_minimum_rejects_bad_input():
-    with pytest.raises(ValueError, match="lr"):
-        experiments.train_minimum(-1.0, 4, **TINY)
-    with pytest.raises(ValueError, match="batch_size"):
-        experiments.train_minimum(0.1, 100, **TINY)
