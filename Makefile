@@ -40,8 +40,9 @@ lint: venv
 	$(BIN)/ruff check src tests benchmarks
 
 # pytest exits 5 when it collects nothing; make treats every non-zero exit as failure.
+# The docstrings' Examples sections run too (--doctest-modules over the package).
 test-package: venv
-	$(BIN)/pytest tests -q
+	$(BIN)/pytest tests src/companion --doctest-modules -q
 
 nbval: venv
 	rm -rf $(NBVAL_DIR)

@@ -7,9 +7,9 @@ output Hessians :math:`\Lambda_i = \partial^2\ell_i/\partial f^2`
 Gauss-Newton curvature :math:`H_i = J_i^\top\Lambda_iJ_i` — the per-sample Hessian at a
 minimum of a square loss, and the curvature of the local quadratic model elsewhere
 (:cite:p:`mulayoff2024exact`, :cite:p:`ma2021linear`). When the full Jacobian
-(:math:`n\times K\times d`) does not fit in ``jacobian_memory`` only the Gram matrix is
-built, in blocks, and weighted afterwards: :math:`\tilde G_{ij} = S_iG_{ij}S_j^\top` with
-:math:`S_i^\top S_i = \Lambda_i`.
+(:math:`n\times K\times d`) does not fit in ``jacobian_memory`` only the Gram matrix of the
+weighted rows :math:`S_iJ_i` (:math:`S_i^\top S_i = \Lambda_i`) is built, in blocks
+(:func:`companion.nets.jacobians.gram_matrix`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..stability.curvature import Curvature, psd_factor
+from ..stability.curvature import Curvature
 from ..validation import check_positive_int
 from .data import as_xy
 from .jacobians import DEFAULT_JACOBIAN_MEMORY, gram_matrix, parameter_jacobian
@@ -153,10 +153,12 @@ def model_curvature(
     if 8 * n * k * d <= jacobian_memory:
         jac = parameter_jacobian(point.model, point.X, chunk_size=chunk_size)
         return Curvature.from_jacobians(jac.reshape(n, k, d), lam, reduction=reduction)
-    gram = gram_matrix(point.model, point.X, chunk_size=chunk_size, max_memory=jacobian_memory)
-    roots = psd_factor(lam)
-    weighted = np.einsum(
-        "ikl,iljm,jnm->ikjn", roots, gram.reshape(n, k, n, k), roots, optimize=True
-    )
-    return Curvature.from_gram(weighted, reduction=reduction)
-
+    gram = gram_matrix(
+        point.model,
+        point.X,
+        chunk_size=chunk_size,
+        max_memory=jacobian_memory,
+        loss=point.loss,
+        targets=point.targets,
+    )  # rows S_i J_i: the Gram matrix of the weighted Jacobian, built in blocks
+    return Curvature.from_gram(gram, num_outputs=k, reduction=reduction)

@@ -488,19 +488,10 @@ class OutputLoss:
         >>> bool(torch.allclose(S.transpose(1, 2) @ S, loss.output_hessians(f, y)))
         True
         """
-        f, t = self.prepare(outputs, targets)
-        f = f.detach()
-        n, K = f.shape
-        eye = torch.eye(K, dtype=f.dtype, device=f.device).expand(n, K, K)
-        if self.name == "half_squared_error":
-            return eye.clone()
-        if self.name == "mse":
-            return math.sqrt(2.0 / K if self.reduction == "mean" else 2.0) * eye
-        if self.name == "bce_with_logits":
-            s = torch.sigmoid(f)
-            d = s * (1.0 - s)
-            return torch.diag_embed(torch.sqrt(d / K if self.reduction == "mean" else d))
-        lam = self.output_hessians(f, t)
+        lam = self.output_hessians(outputs, targets)
+        n = lam.shape[0]
+        if self.name in ("half_squared_error", "mse", "bce_with_logits"):  # diagonal Λ_i
+            return torch.diag_embed(torch.sqrt(torch.diagonal(lam, dim1=1, dim2=2)))
         vals, vecs = torch.linalg.eigh(lam)
         if not _is_meta(vals) and n > 0:
             scale = vals.abs().amax(dim=1).clamp_min(torch.finfo(vals.dtype).tiny)

@@ -8,19 +8,30 @@ r"""Measurements of smoothness on a torch model (Ma & Ying §4-§5, Def. 1).
 All estimates of a supremum (of a gradient norm over a ball, of the constant :math:`C` of
 Def. 1) found by sampling or ascent are *lower* estimates of that supremum
 (:cite:p:`ma2021linear`).
+
+Everything is computed in float64 (a float32 model is copied to float64 first) **where the
+model's parameters are** (or on ``device=``): inputs are moved there, random points are
+drawn on the CPU (so every device sees the same points) and moved there, and results come
+back to the CPU as NumPy float64 arrays (:func:`companion.nets.models.to_numpy`). A model
+in training mode with BatchNorm or Dropout is refused (call ``model.eval()``;
+:func:`companion.nets.models.check_deterministic_mode`).
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.func import grad, jacrev, vmap
 
 from ..theory.geometry import UnionSample, sample_union_of_balls
 from ..theory.smoothness import first_layer_shift
-from ..validation import as_flat_vector, as_float_array, as_points, check_positive, check_positive_int
+from ..validation import as_flat_vector, as_points, check_positive, check_positive_int
+from .jacobians import FunctionalModel, input_gradients
+from .models import as_float64, check_deterministic_mode, first_layer, to_numpy
 
 __all__ = [
     "LocalSmoothness",
@@ -34,17 +45,20 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------
-# measurements on a torch model (torch imported lazily)
+# measurements on a torch model
 # ----------------------------------------------------------------------------------------
 class _FlatModel:
-    """``f(theta, x) -> (K,)`` on the flat parameter vector of a model (float64)."""
+    """``f(theta, x) -> (K,)`` on the flat parameter vector of a model (float64).
 
-    def __init__(self, model, X):
-        import torch
+    Built on :class:`companion.nets.jacobians.FunctionalModel` (which refuses a model in
+    training mode with BatchNorm/Dropout): :attr:`theta` and :attr:`X` (the inputs in
+    float64) live on :attr:`device`, the model's device or ``device``.
+    """
 
-        from .jacobians import _Functional
-
-        self.fn = _Functional(model, X)
+    def __init__(self, model, X, *, device=None):
+        self.fn = FunctionalModel(model, X, device=device)
+        self.device = self.fn.device
+        self.X = self.fn.to_device(self.fn.X)
         self.shapes = [self.fn.params[name].shape for name in self.fn.names]
         self.theta = torch.cat([self.fn.params[name].reshape(-1) for name in self.fn.names])
 
@@ -57,7 +71,7 @@ class _FlatModel:
 
 
 def _step_lengths(radius: float, steps: int) -> np.ndarray:
-    """Ascent step lengths from ``radius / 2`` down to ``1e-3 * radius`` (geometric).
+    """Ascent step lengths from ``radius / 2`` down to ``1e-3 * radius`` (geometric, float64).
 
     A constant normalised step oscillates around a maximum at the scale of the step;
     shrinking it lets the iterate settle (to about ``1e-3 * radius``; the best point seen
@@ -116,6 +130,8 @@ def local_smoothness(
     n_samples: int = 16,
     ascent_steps: int = 0,
     seed: int = 0,
+    *,
+    device=None,
 ) -> LocalSmoothness:
     r"""Estimate :math:`C` in Def. 1 of :cite:p:`ma2021linear` by searching the parameter ball.
 
@@ -133,9 +149,10 @@ def local_smoothness(
     Parameters
     ----------
     model : torch.nn.Module
-        Maps ``(n, ...)`` to ``(n, K)``; used in float64.
+        Maps ``(n, ...)`` to ``(n, K)``; used in float64. Refused in training mode with
+        BatchNorm/Dropout (``ValueError``: call ``model.eval()``).
     X : array_like or torch.Tensor
-        Inputs ``(n, ...)``.
+        Inputs ``(n, ...)``, on any device.
     radius : float
         :math:`\delta > 0`.
     k : int
@@ -145,18 +162,17 @@ def local_smoothness(
     ascent_steps : int
         Steps of projected gradient ascent per input (``>= 0``).
     seed : int
-        Seed of the random points.
+        Seed of the random points (drawn on the CPU, then moved to the device).
+    device : torch.device, str or None
+        Where to compute (None: where the model is); the model is never modified.
     """
-    import torch
-    from torch.func import grad, jacrev, vmap
-
     radius = check_positive(radius, "radius")
     k = check_positive_int(k, "k")
     n_samples = check_positive_int(n_samples, "n_samples", minimum=0)
     ascent_steps = check_positive_int(ascent_steps, "ascent_steps", minimum=0)
     seed = check_positive_int(seed, "seed", minimum=0)
-    flat = _FlatModel(model, X)
-    x_all, theta0 = flat.fn.X, flat.theta
+    flat = _FlatModel(model, X, device=device)
+    x_all, theta0 = flat.X, flat.theta
     w = theta0.shape[0]
     p = 2 * k
 
@@ -169,18 +185,18 @@ def local_smoothness(
     best_theta = theta0.expand(x_all.shape[0], w).clone()
     gen = torch.Generator().manual_seed(seed)
     for _ in range(n_samples):
-        u = torch.randn(w, generator=gen, dtype=torch.float64)
+        u = torch.randn(w, generator=gen, dtype=torch.float64).to(flat.device)
         r = radius * float(torch.rand(1, generator=gen, dtype=torch.float64)) ** (1.0 / w)
         theta = theta0 + r * u / torch.linalg.vector_norm(u)
         values = norms_at(theta, x_all)
         better = values > best
         best = torch.where(better, values, best)
-        best_theta[better] = theta
+        best_theta = torch.where(better[:, None], theta, best_theta)
     if ascent_steps:
         ascend = vmap(grad(norm_power), in_dims=(0, 0))
         per_sample = vmap(norm_power, in_dims=(0, 0))
         theta = best_theta.clone()
-        for step in _step_lengths(radius, ascent_steps):
+        for step in _step_lengths(radius, ascent_steps).tolist():
             g = ascend(theta, x_all)
             g_norm = torch.linalg.vector_norm(g, dim=1, keepdim=True).clamp_min(1e-300)
             moved = theta + step * g / g_norm - theta0
@@ -191,8 +207,8 @@ def local_smoothness(
     return LocalSmoothness(
         radius=radius,
         k=k,
-        base_norms=(base ** (1.0 / p)).numpy(),
-        max_norms=(best ** (1.0 / p)).numpy(),
+        base_norms=to_numpy(base ** (1.0 / p)),
+        max_norms=to_numpy(best ** (1.0 / p)),
     )
 
 
@@ -224,6 +240,8 @@ def worst_case_inputs(
     restarts: int = 0,
     seed: int = 0,
     starts=None,
+    *,
+    device=None,
 ) -> WorstCaseInputs:
     r"""Gradient-based search for the worst input within ``radius`` (2-norm) of each centre.
 
@@ -244,10 +262,13 @@ def worst_case_inputs(
     centre is kept, so the result is a lower estimate of the supremum over the ball.
     ``steps=0`` evaluates the starting points only (for ``"output_change"`` the FGSM-like
     one-step points).
-    """
-    import torch
-    from torch.func import grad, jacrev, vmap
 
+    The search runs in float64 where the model is (or on ``device``; the model is never
+    modified): ``centres`` and ``starts`` (array_like or tensors on any device) are moved
+    there; the random points of the restarts are drawn on the CPU and moved there. A model
+    in training mode with BatchNorm/Dropout is refused (``ValueError``). ``points``,
+    ``values`` and ``centre_values`` come back as NumPy float64 arrays.
+    """
     if objective not in _OBJECTIVES:
         raise ValueError(f"objective must be one of {_OBJECTIVES}, got {objective!r}")
     radius = check_positive(radius, "radius")
@@ -255,8 +276,8 @@ def worst_case_inputs(
     steps = check_positive_int(steps, "steps", minimum=0)
     restarts = check_positive_int(restarts, "restarts", minimum=0)
     seed = check_positive_int(seed, "seed", minimum=0)
-    flat = _FlatModel(model, centres)
-    theta, c = flat.theta, flat.fn.X
+    flat = _FlatModel(model, centres, device=device)
+    theta, c = flat.theta, flat.X
     n = c.shape[0]
     flat_shape = (n, -1)
 
@@ -291,15 +312,17 @@ def worst_case_inputs(
         ).clamp(max=1.0)
         return c + (moved * scale).reshape(c.shape)
 
+    def keep_better(x, v, best_x, best_v):
+        better = v > best_v
+        mask = better.reshape(n, *(1,) * (c.ndim - 1))
+        return torch.where(mask, x, best_x), torch.where(better, v, best_v)
+
     def pgd(x, best_x, best_v):
-        for step in _step_lengths(radius, steps):
+        for step in _step_lengths(radius, steps).tolist():
             g = ascend(x, f_centre).reshape(flat_shape)
             g = g / torch.linalg.vector_norm(g, dim=1, keepdim=True).clamp_min(1e-300)
             x = project(x + step * g.reshape(c.shape))
-            v = evaluate(x, f_centre)
-            better = v > best_v
-            best_v = torch.where(better, v, best_v)
-            best_x[better] = x[better]
+            best_x, best_v = keep_better(x, evaluate(x, f_centre), best_x, best_v)
         return best_x, best_v
 
     centre_power = evaluate(c, f_centre)
@@ -309,43 +332,36 @@ def worst_case_inputs(
         v_top = torch.linalg.svd(jac, full_matrices=False).Vh[:, 0, :].reshape(c.shape)
         for sign in (1.0, -1.0):
             x = c + sign * radius * v_top
-            v = evaluate(x, f_centre)
-            better = v > best_v
-            best_v = torch.where(better, v, best_v)
-            best_x[better] = x[better]
+            best_x, best_v = keep_better(x, evaluate(x, f_centre), best_x, best_v)
         best_x, best_v = pgd(best_x.clone(), best_x, best_v)
     else:
         best_x, best_v = pgd(c.clone(), best_x, best_v)
     if starts is not None:
-        x = torch.as_tensor(as_points(starts, "starts"), dtype=c.dtype)
+        x = torch.as_tensor(as_points(starts, "starts"), dtype=c.dtype, device=c.device)
         if x.shape != (n, math.prod(c.shape[1:])):
             raise ValueError(
                 f"starts must hold one point per centre, shape {tuple(c.shape)}, got "
                 f"{tuple(np.shape(starts))}"
             )
         x = project(x.reshape(c.shape))
-        v = evaluate(x, f_centre)
-        better = v > best_v
-        best_v = torch.where(better, v, best_v)
-        best_x[better] = x[better]
+        best_x, best_v = keep_better(x, evaluate(x, f_centre), best_x, best_v)
         best_x, best_v = pgd(x, best_x, best_v)
     gen = torch.Generator().manual_seed(seed)
     dim = math.prod(c.shape[1:])
     for _ in range(restarts):
-        u = torch.randn(n, dim, generator=gen, dtype=torch.float64)
-        r = radius * torch.rand(n, 1, generator=gen, dtype=torch.float64) ** (1.0 / dim)
+        u = torch.randn(n, dim, generator=gen, dtype=torch.float64).to(flat.device)
+        r = radius * torch.rand(n, 1, generator=gen, dtype=torch.float64).to(flat.device) ** (
+            1.0 / dim
+        )
         x = c + (r * u / torch.linalg.vector_norm(u, dim=1, keepdim=True)).reshape(c.shape)
-        v = evaluate(x, f_centre)
-        better = v > best_v
-        best_v = torch.where(better, v, best_v)
-        best_x[better] = x[better]
+        best_x, best_v = keep_better(x, evaluate(x, f_centre), best_x, best_v)
         best_x, best_v = pgd(x, best_x, best_v)
     return WorstCaseInputs(
         objective=objective,
         radius=radius,
-        points=best_x.reshape(flat_shape).numpy(),
-        values=to_value(best_v).numpy(),
-        centre_values=to_value(centre_power).numpy(),
+        points=to_numpy(best_x.reshape(flat_shape)),
+        values=to_numpy(to_value(best_v)),
+        centre_values=to_numpy(to_value(centre_power)),
     )
 
 
@@ -387,24 +403,33 @@ class UnionSeminorm:
 
 
 def union_seminorm(
-    model, centres, delta: float, k: int = 1, n_samples: int = 2000, seed: int = 0
+    model,
+    centres,
+    delta: float,
+    k: int = 1,
+    n_samples: int = 2000,
+    seed: int = 0,
+    *,
+    device=None,
 ) -> UnionSeminorm:
     r"""Sobolev seminorm :math:`|f|_{1,2k,\mathcal X_\delta}` of a model, by Monte Carlo.
 
     :math:`|f|_{1,2k,\Omega}^{2k} = \int_\Omega\|\nabla_xf\|_{2k}^{2k}\,dx` (Ma & Ying §2 with
     :math:`q = 1`, :math:`p = 2k`: the sum over first-order multi-indices is the :math:`2k`-th
     power of the :math:`2k`-norm of the gradient), :math:`\Omega = \mathcal X_\delta =
-    \bigcup_iB(x_i,\delta)`. Points come from :func:`sample_union_of_balls`; the input
-    gradients from :func:`companion.jacobians.input_gradients`.
+    \bigcup_iB(x_i,\delta)`. Points come from
+    :func:`companion.theory.geometry.sample_union_of_balls` (NumPy, on the CPU); the input
+    gradients from :func:`companion.nets.jacobians.input_gradients`, computed where the
+    model is (or on ``device``). A model in training mode with BatchNorm/Dropout is refused
+    (``ValueError``).
     """
-    from .jacobians import input_gradients
-
+    check_deterministic_mode(model)
     k = check_positive_int(k, "k")
     c = as_points(centres, "centres")
     sample = sample_union_of_balls(c, delta, n_samples, seed)
     shape = tuple(centres.shape[1:]) if hasattr(centres, "shape") else (c.shape[1],)
     pts = sample.points.reshape(-1, *shape)
-    grads = input_gradients(model, pts).reshape(sample.points.shape[0], -1)
+    grads = input_gradients(model, pts, device=device).reshape(sample.points.shape[0], -1)
     norms = np.linalg.norm(grads, ord=2 * k, axis=1)
     mean, stderr = sample.uniform_mean(norms ** (2 * k))
     return UnionSeminorm(
@@ -417,31 +442,31 @@ def union_seminorm(
     )
 
 
-def shifted_model(model, x, x_star):
-    r"""A copy of ``model`` whose first layer :math:`W_1` is moved by :func:`first_layer_shift`.
+def shifted_model(model, x, x_star, *, device=None):
+    r"""A copy of ``model`` whose first layer :math:`W_1` is moved by the first-layer shift.
 
-    The copy evaluated at ``x_star`` equals ``model`` at ``x``:
+    The shift is :func:`companion.theory.smoothness.first_layer_shift`. The copy evaluated
+    at ``x_star`` equals ``model`` at ``x``:
     :math:`\tilde f((W_1+\Delta W_1)x_*, W_2) = \tilde f(W_1x, W_2)` — the multiplicative
     structure behind Prop. 3 of :cite:p:`ma2021linear`. Only for an ``nn.Linear`` first layer
     (a shifted convolution is no longer a convolution).
+
+    The copy is float64, on the model's device (or on ``device``); the model is never
+    modified. A model in training mode with BatchNorm/Dropout is refused (``ValueError``:
+    the identity above needs a deterministic function of one sample).
     """
-    import copy
-
-    import torch
-
-    from .models import as_float64, first_layer
-
+    check_deterministic_mode(model)
     layer = first_layer(model)
     if not isinstance(layer, torch.nn.Linear):
         raise TypeError(
             "shifted_model needs an nn.Linear first layer: the shift W1 (x - x*) x*^T / |x*|^2 "
             f"is a dense matrix, got {type(layer).__name__}"
         )
-    out = copy.deepcopy(as_float64(model))
+    out = copy.deepcopy(as_float64(model, device=device))
     weight = first_layer(out).weight
     shift = first_layer_shift(
-        weight.detach().numpy(), as_flat_vector(x, "x"), as_flat_vector(x_star, "x_star")
+        to_numpy(weight), as_flat_vector(x, "x"), as_flat_vector(x_star, "x_star")
     )
     with torch.no_grad():
-        weight.add_(torch.as_tensor(shift, dtype=weight.dtype))
+        weight.add_(torch.as_tensor(shift, dtype=weight.dtype, device=weight.device))
     return out
