@@ -10,13 +10,19 @@ points of :math:`\mathcal X_\delta`). Plain numpy/scipy.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial.distance import cdist
 from scipy.special import gammaln
 
-from ..validation import as_float_array, as_points, check_fraction, check_positive, check_positive_int
+from ..validation import (
+    as_float_array,
+    as_points,
+    check_fraction,
+    check_positive,
+    check_positive_int,
+)
 
 __all__ = [
     "CoveredCondition",

@@ -27,10 +27,15 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import gammaln
 
 from ..stability.bounds import BOUND_RTOL, Bound
-from ..validation import as_float_array, check_fraction, check_lr, check_positive, check_positive_int
+from ..validation import (
+    as_float_array,
+    check_fraction,
+    check_lr,
+    check_positive,
+    check_positive_int,
+)
 
 __all__ = [
     "GeneralizationBound",
