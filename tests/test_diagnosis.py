@@ -148,8 +148,17 @@ def test_cross_entropy_ggn_is_pulled_back_output_hessian():
     assert any("not a minimum" in note for note in rep.notes)
 
 
-def test_one_jacobian_pass_and_one_eigendecomposition(minimum, monkeypatch):
-    model, X, y = minimum
+@pytest.fixture
+def ch15_network():
+    """The network and data of the book's ch15 (digits 3 vs 8, two hidden layers of 32)."""
+    from companion.nets.data import load
+
+    data = load("digits", classes=(3, 8), n_per_class=25, seed=0)
+    return make_model("mlp", seed=0, in_dim=data.in_dim, widths=(32, 32)), data
+
+
+def test_one_jacobian_pass_and_one_eigendecomposition(ch15_network, monkeypatch):
+    model, data = ch15_network
     import companion.nets.curvature as nets_curvature
 
     calls = {"jacobian": 0, "eigh": 0}
@@ -167,10 +176,12 @@ def test_one_jacobian_pass_and_one_eigendecomposition(minimum, monkeypatch):
     monkeypatch.setattr(nets_curvature, "parameter_jacobian", counting_jacobian)
     monkeypatch.setattr(np.linalg, "eigh", counting_eigh)
     rep = diagnose(
-        model, (X, y), 0.01, 2, loss=HalfSquaredError(), batch_sizes="auto", rank_one=True
-    )
+        model, data, 0.3, 5, loss=HalfSquaredError(), batch_sizes="auto", rank_one=True,
+        bounds=True,
+    )  # fmt: skip
     assert calls == {"jacobian": 1, "eigh": 1}
     assert len(rep.threshold_curve) >= 3 and rep.rank_one_bound is not None
+    assert set(rep.timings) == {"point", "curvature", "hessian", "threshold", "bounds"}
 
 
 def test_verdict_flips_at_the_threshold_and_bounds_hold(minimum):
