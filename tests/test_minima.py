@@ -101,3 +101,10 @@ def test_train_minimum_rejects_bad_input():
         train_minimum(-1.0, 4, **TINY)
     with pytest.raises(ValueError, match="batch_size"):
         train_minimum(0.1, 100, **TINY)
+
+
+def test_train_minimum_device_route_is_identical_on_the_cpu():
+    default = train_minimum(0.1, 4, seed=5, **TINY)
+    assert train_minimum(0.1, 4, seed=5, device="cpu", **TINY) == default
+    with pytest.raises(ValueError, match="MPS"):
+        train_minimum(0.1, 4, seed=5, device="mps", **TINY)

@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 
 from ..validation import check_batch_size, check_lr, check_positive_int
+from .models import check_float64_device
 
 __all__ = ["minimum_statistics", "train_minimum"]
 
@@ -90,6 +91,7 @@ def train_minimum(
     replacement: bool = False,
     rank_one: bool = False,
     record_every: int = 10,
+    device: str | None = None,
 ) -> dict:
     r"""Train a seeded MLP with SGD :math:`(\eta, B)` and measure the minimum it reaches.
 
@@ -119,6 +121,10 @@ def train_minimum(
         Passed to :func:`companion.nets.training.train`.
     rank_one : bool
         Also compute the rank-one lower bound (see :func:`minimum_statistics`).
+    device : str, optional
+        Where to train and measure (``"cuda"``, ``"cuda:1"``, ...; default the CPU). The model
+        is initialised on the CPU from its seed and then moved, so every device starts from
+        the same point; only scalars come back.
 
     Returns
     -------
@@ -146,6 +152,8 @@ def train_minimum(
         out_dim=data.out_dim,
         activation=activation,
     )
+    if device is not None:
+        model = model.to(check_float64_device(device))
     try:
         history = train(
             model,
