@@ -185,6 +185,16 @@ def wu_condition(curvature, lr: float, batch_size: int, replacement: bool = Fals
 # --------------------------------------------------------------------------------------
 # brute force: bisection on the spectral radius of Q
 # --------------------------------------------------------------------------------------
+def _brute_force_setup(hessians, batch_size, replacement, rtol):
+    """Validated (hessians, their restriction to range(H), rtol) for the scans below."""
+    hs = as_hessians(hessians)
+    batch_noise_factor(hs.shape[0], batch_size, check_replacement(replacement))
+    rtol = check_lr(rtol, "rtol")
+    if rtol >= 1:
+        raise ValueError(f"rtol must be < 1, got {rtol}")
+    return hs, _range_restricted(hs), rtol
+
+
 def _range_restricted(hs: np.ndarray) -> np.ndarray:
     """``U_r^T H_i U_r`` on range(H) by the package's rank rule (no Curvature involved)."""
     lam, vecs = np.linalg.eigh(hs.mean(axis=0))
@@ -213,13 +223,7 @@ def ms_threshold_bisection(
     ``rtol`` times its upper end. Independent of the eigenvalue formula: a reference for
     tests and the book. :math:`O(r^6)` per step.
     """
-    hs = as_hessians(hessians)
-    replacement = check_replacement(replacement)
-    batch_noise_factor(hs.shape[0], batch_size, replacement)
-    rtol = check_lr(rtol, "rtol")
-    if rtol >= 1:
-        raise ValueError(f"rtol must be < 1, got {rtol}")
-    small = _range_restricted(hs)
+    _, small, rtol = _brute_force_setup(hessians, batch_size, replacement, rtol)
     r = small.shape[1]
     if r == 0:
         return math.inf
@@ -295,15 +299,9 @@ def kth_order_threshold(
     float
         The threshold; ``inf`` when :math:`H = 0`.
     """
-    hs = as_hessians(hessians)
-    replacement = check_replacement(replacement)
-    batch_noise_factor(hs.shape[0], batch_size, replacement)
     order = check_positive_int(order, "order")
     grid = check_positive_int(grid, "grid")
-    rtol = check_lr(rtol, "rtol")
-    if rtol >= 1:
-        raise ValueError(f"rtol must be < 1, got {rtol}")
-    small = _range_restricted(hs)
+    hs, small, rtol = _brute_force_setup(hessians, batch_size, replacement, rtol)
     r = small.shape[1]
     if r == 0:
         return math.inf
