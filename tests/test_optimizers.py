@@ -145,3 +145,31 @@ def test_error_paths():
         preconditioned_threshold(np.eye(2), np.eye(3))
     with pytest.raises(TypeError, match="hessian must be an array"):
         preconditioned_threshold("h", np.eye(2))
+
+
+def test_radius_one_with_a_jordan_block_is_not_stable():
+    """At rho = 1 a non-symmetric iteration can grow polynomially: E x_t and E x_t x_t^T."""
+    shear = np.array([[[0.0, -1.0], [0.0, 0.0]]])  # I - A = [[1, 1], [0, 1]]
+    signs = np.array([[[0.0, -1.0], [0.0, 0.0]], [[0.0, 1.0], [0.0, 0.0]]])  # [[1, +-1], [0, 1]]
+    for samples in (shear, signs):
+        res = general_optimizer_stability(samples, 1.0)
+        steps = np.eye(2) - samples
+        # independent: iterate the second moment from x0 = e_2 for 1000 steps
+        second = np.outer([0.0, 1.0], [0.0, 1.0])
+        for _ in range(1000):
+            second = np.mean([b @ second @ b.T for b in steps], axis=0)
+        print(res, np.trace(second))
+        assert res.ms_radius == pytest.approx(1.0, abs=1e-12)
+        assert np.trace(second) >= 1000  # grows like 1 + t (or 1 + t^2)
+        assert not res.ms_stable
+    assert not general_optimizer_stability(shear, 1.0).mean_stable  # E x_t grows like t
+
+
+def test_radius_one_without_jordan_blocks_is_stable():
+    angle = 1.0
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    for samples in (np.eye(2)[None] - rotation[None], np.zeros((1, 2, 2)), 2 * np.eye(2)[None]):
+        res = general_optimizer_stability(samples, 1.0)
+        powers = [np.linalg.matrix_power(np.eye(2) - samples[0], t) for t in (10, 1000)]
+        assert max(np.linalg.norm(m, 2) for m in powers) <= 1 + 1e-9  # bounded, by iteration
+        assert res.mean_stable and res.ms_stable

@@ -22,6 +22,13 @@ from ..validation import as_float_array, check_dense_size, check_lr, check_symme
 #: (about 1e-15 here); 1e-10 leaves room for that while still separating any
 #: learning rate more than ~1e-10 (relative) away from a threshold.
 RADIUS_TOL = 1e-10
+#: At a spectral radius within RADIUS_TOL of 1, the powers M^t are bounded iff every
+#: eigenvalue of modulus 1 is semi-simple (no Jordan block). Deciding that from eigenvalues is
+#: ill-posed (a block of size k splits its eigenvalue by ~eps^(1/k)), so it is read off the
+#: growth of ||M^t|| between t = 2^20 and 2^30 by repeated squaring: a Jordan block of size
+#: k >= 2 grows like t^(k-1), a factor >= 2^10 = 1024; semi-simple unit eigenvalues keep
+#: ||M^t|| bounded, and a radius 1 + 1e-10 moves it by at most e^0.11 over that range.
+_POLYNOMIAL_GROWTH = 100.0
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,11 @@ class GeneralOptimizerStability:
         :math:`\\rho(\\mathbb E[B_\\xi \\otimes B_\\xi])`, the exact growth rate per step of
         :math:`\\mathbb E[x_t x_t^\\top]`.
     mean_stable, wme_sufficient, ms_stable : bool
-        The three conditions, each compared with 1 up to :data:`RADIUS_TOL`.
+        The three conditions, each compared with 1 up to :data:`RADIUS_TOL`. At a radius of 1,
+        ``mean_stable`` and ``ms_stable`` also require that the powers stay bounded (no
+        Jordan block on the unit circle: :math:`A_\\xi` need not be symmetric, and then
+        :math:`\\mathbb E x_t` or :math:`\\mathbb E[x_tx_t^\\top]` can grow polynomially at
+        :math:`\\rho = 1`).
     """
 
     mean_radius: float
@@ -64,6 +75,20 @@ def _as_probabilities(probs, m: int) -> np.ndarray:
     if abs(total - 1.0) > 1e-9:
         raise ValueError(f"probs must sum to 1, got {total!r}")
     return w / total
+
+
+def _powers_bounded(mat: np.ndarray, radius: float) -> bool:
+    r"""Whether :math:`\sup_t\|M^t\| < \infty`, given :math:`\rho(M)` (see _POLYNOMIAL_GROWTH)."""
+    if radius < 1 - RADIUS_TOL:
+        return True
+    if radius > 1 + RADIUS_TOL:
+        return False
+    power, norms = mat / max(radius, 1e-300), {}
+    for k in range(1, 31):
+        power = power @ power  # M^(2^k), scaled by rho^(2^k)
+        if k in (20, 30):
+            norms[k] = float(np.linalg.norm(power, 2))
+    return norms[30] <= _POLYNOMIAL_GROWTH * max(norms[20], 1e-300)
 
 
 def general_optimizer_stability(
@@ -112,7 +137,8 @@ def general_optimizer_stability(
         d**4, "E[B (x) B]", "a smaller problem (the exact second-moment radius is dense)"
     )
     steps = np.eye(d) - lr * a  # B_xi
-    mean_radius = float(np.max(np.abs(np.linalg.eigvals(np.einsum("k,kij->ij", w, steps)))))
+    mean = np.einsum("k,kij->ij", w, steps)
+    mean_radius = float(np.max(np.abs(np.linalg.eigvals(mean))))
     gram = np.einsum("k,kji,kjl->il", w, steps, steps)
     wme_value = float(np.linalg.eigvalsh(0.5 * (gram + gram.T))[-1])
     second = np.einsum("k,kij,kab->iajb", w, steps, steps).reshape(d * d, d * d)
@@ -121,9 +147,9 @@ def general_optimizer_stability(
         mean_radius=mean_radius,
         wme_sufficient_value=wme_value,
         ms_radius=ms_radius,
-        mean_stable=mean_radius <= 1 + RADIUS_TOL,
+        mean_stable=_powers_bounded(mean, mean_radius),
         wme_sufficient=wme_value <= 1 + RADIUS_TOL,
-        ms_stable=ms_radius <= 1 + RADIUS_TOL,
+        ms_stable=_powers_bounded(second, ms_radius),
     )
 
 
