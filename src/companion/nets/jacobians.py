@@ -81,7 +81,7 @@ class FunctionalModel:
 
     ``fn(params, x)`` evaluates the model on the single sample ``x`` (no batch axis) with
     the trainable parameters replaced by those in the dict ``params`` (a subset of
-    :attr:`names`; the others keep their values), through ``torch.func.functional_call``.
+    ``names``; the others keep their values), through ``torch.func.functional_call``.
     It is what ``torch.func.grad``/``vmap`` differentiate per sample.
 
     Parameters

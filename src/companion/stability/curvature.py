@@ -880,7 +880,8 @@ class Curvature:
         On :math:`\mathrm{null}(H)` the matrix is the identity (those directions never move),
         so over :math:`\mathbb R^d` the value is at least 1 whenever :math:`H` is singular.
         ``on_range=True`` returns the largest eigenvalue on :math:`\mathrm{range}(H)` instead:
-        the margin of the condition where anything moves (what :func:`diagnose` reports).
+        the margin of the condition where anything moves (what
+        :func:`~companion.nets.diagnosis.diagnose` reports).
         A Curvature built from a Gram matrix does not know :math:`d` and counts as singular.
         """
         lr = check_lr(lr) * self.lr_scale(batch_size)

@@ -190,7 +190,8 @@ def proposition3_bound(
     input_gradient_norms : array_like
         :math:`\|\nabla_xf(x)\|_{2k}` at the perturbed inputs (left sides).
     constant : float
-        :math:`C` of Def. 1 (e.g. :attr:`LocalSmoothness.constant`).
+        :math:`C` of Def. 1 (e.g. ``LocalSmoothness.constant`` of
+        :func:`~companion.nets.probes.local_smoothness`).
     w1t_norm : float
         Upper bound on :math:`\|W_1^\top\|_{2k}`.
     centre_norm, centre_gradient_norm : float
@@ -227,9 +228,10 @@ def theorem4_bound(
     ((w/B)^{1/2k}\sqrt{2B/\eta} + 1)`. Volumes in input dimension 64 are far outside
     floating-point range at the radii of real data, so both sides are divided by
     :math:`V^{1/2k}`: the left side becomes the :math:`2k`-th root of the *average* of
-    :math:`\|\nabla_xf\|_{2k}^{2k}` over :math:`\mathcal X_\delta` (:func:`union_seminorm`),
-    the right side loses its volume. The proof only needs :math:`nV_B \le KV_{\mathcal X_\delta}`,
-    so the integral constant of Remark 2 (:attr:`Scattering.mean_kappa`) is a valid
+    :math:`\|\nabla_xf\|_{2k}^{2k}` over :math:`\mathcal X_\delta`
+    (:func:`~companion.nets.probes.union_seminorm`), the right side loses its volume. The proof
+    only needs :math:`nV_B \le KV_{\mathcal X_\delta}`, so the integral constant of Remark 2
+    (``Scattering.mean_kappa`` of :func:`~companion.theory.geometry.scattering`) is a valid
     ``scattering_constant``.
     """
     lhs = check_positive(normalized_seminorm, "normalized_seminorm", allow_zero=True)
