@@ -395,3 +395,14 @@ def test_batch_size_above_n_allowed_with_replacement():
 def test_hessian_validation(bad, exc, msg):
     with pytest.raises(exc, match=msg):
         sharpness(bad)
+
+
+def test_citation_file_names_the_package_version():
+    import yaml
+
+    import companion
+
+    root = Path(__file__).resolve().parents[1]
+    citation = yaml.safe_load((root / "CITATION.cff").read_text())
+    assert citation["version"] == companion.__version__
+    assert (root / "LICENSE").read_text().count("MIT License") == 1
