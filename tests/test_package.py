@@ -405,4 +405,5 @@ def test_citation_file_names_the_package_version():
     root = Path(__file__).resolve().parents[1]
     citation = yaml.safe_load((root / "CITATION.cff").read_text())
     assert citation["version"] == companion.__version__
-    assert "MIT License" in (root / "LICENSE").read_text() and "CC BY 4.0" in (root / "LICENSE").read_text()
+    licence = (root / "LICENSE").read_text()
+    assert "MIT License" in licence and "CC BY 4.0" in licence
