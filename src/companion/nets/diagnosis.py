@@ -43,6 +43,9 @@ __all__ = ["StabilityReport", "diagnose"]
 
 #: Relative margin within which eta and eta* are reported as "at the edge".
 EDGE_RTOL = 1e-2
+#: Relative slack when lr is compared with a bound that may equal eta* (e.g. at a tight
+#: instance, lr = eta* computed by another route): the routes agree to ~1e-13.
+_ROUNDING = 1e-12
 #: Grades of how well the Gauss-Newton curvature describes the loss Hessian here: the
 #: relative gap between their top eigenvalues, |lambda_true - lambda_GGN| / lambda_GGN.
 _GRADES = ((1e-6, "exact to rounding"), (1e-3, "close"), (1e-1, "approximate"))
@@ -216,8 +219,8 @@ class StabilityReport:
             f"  generalized sharpness   {self.generalized_sharpness:.6g}  eta*(B={self.batch_size})"
             f" = {self.ms_threshold:.6g}: lr <= eta* {holds(self.ms_stable)}",
             f"  MM necessary: lr <= (15) {nb.top_eigenvector:.6g} "
-            f"{holds(self.lr <= nb.top_eigenvector)}, lr <= (16) {nb.trace:.6g} "
-            f"{holds(self.lr <= nb.trace)}",
+            f"{holds(self.lr <= nb.top_eigenvector * (1 + _ROUNDING))}, lr <= (16) "
+            f"{nb.trace:.6g} {holds(self.lr <= nb.trace * (1 + _ROUNDING))}",
         ]
         if self.top_direction_moments:
             for k, (lhs, rhs) in self.top_direction_moments.items():
