@@ -32,15 +32,6 @@ from companion.nets.models import make_model
 from companion.nets.training import fit_last_layer
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: thread start-up dominates, and a loaded machine makes it much worse."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _log_cosh(outputs, targets):
     return torch.log(torch.cosh(outputs - targets)).sum(dim=1)
 

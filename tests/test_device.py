@@ -40,13 +40,6 @@ from companion.nets.training import train
 N, K, D_IN = 6, 3, 4
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _data(seed=0):
     g = torch.Generator().manual_seed(seed)

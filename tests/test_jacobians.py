@@ -26,15 +26,6 @@ from companion.nets.jacobians import (
 from companion.nets.losses import HalfSquaredError
 from companion.nets.models import make_model
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: thread start-up dominates, and a loaded machine makes it much worse."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 # Same float64 operations in a different order: agreement to a few ulps of the entries.
 EXACT = 1e-12
 

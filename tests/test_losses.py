@@ -19,14 +19,6 @@ from companion.nets.losses import LOSS_NAMES, HalfSquaredError, OutputLoss, as_o
 N, K = 5, 3
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: thread start-up dominates, and a loaded machine makes it much worse."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _outputs(n=N, k=K, seed=0):
     g = torch.Generator().manual_seed(seed)

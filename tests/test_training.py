@@ -28,14 +28,6 @@ from companion.stability.sampling import sample_batches
 LOSS = HalfSquaredError()
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: thread start-up dominates, and a loaded machine makes it much worse."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def digits():
