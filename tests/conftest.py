@@ -25,3 +25,23 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def record_devices(monkeypatch):
+    """``record_devices(*modules)`` replaces ``to_numpy`` in those modules by a stand-in that
+    records the device of every tensor it is given (and returns zeros); returns that list."""
+    import numpy as np
+
+    def install(*modules):
+        devices = []
+
+        def fake(tensor):
+            devices.append(tensor.device)
+            return np.zeros(tuple(tensor.shape))
+
+        for module in modules:
+            monkeypatch.setattr(module, "to_numpy", fake)
+        return devices
+
+    return install

@@ -53,17 +53,9 @@ def _model(seed=0):
 
 
 @pytest.fixture
-def seen(monkeypatch):
-    """Replace ``to_numpy`` in the modules that use it; record the devices it is given."""
-    devices: list[torch.device] = []
-
-    def fake(tensor):
-        devices.append(tensor.device)
-        return np.zeros(tuple(tensor.shape))
-
-    for module in (jacobians, curvature_ops, training):
-        monkeypatch.setattr(module, "to_numpy", fake)
-    return devices
+def seen(record_devices):
+    """Devices given to ``to_numpy`` in the modules that use it."""
+    return record_devices(jacobians, curvature_ops, training)
 
 
 def test_jacobian_paths_run_on_the_models_device(seen):

@@ -273,19 +273,11 @@ def _run_every_probe(model, linear_model, X, **kwargs):
 
 
 @pytest.fixture
-def seen(monkeypatch):
-    """Replace ``to_numpy`` where the probes use it; record the devices it is given."""
+def seen(record_devices):
+    """Devices given to ``to_numpy`` where the probes use it."""
     from companion.nets import jacobians
 
-    devices: list[torch.device] = []
-
-    def fake(tensor):
-        devices.append(tensor.device)
-        return np.zeros(tuple(tensor.shape))
-
-    for module in (probes, jacobians):
-        monkeypatch.setattr(module, "to_numpy", fake)
-    return devices
+    return record_devices(probes, jacobians)
 
 
 def test_probes_run_on_the_models_device(seen):
