@@ -361,6 +361,25 @@ def test_sample_batches_without_replacement_are_subsets():
     assert np.all(np.abs(freq - 0.4) < 5 * se)
 
 
+@pytest.mark.parametrize("n,b", [(7, 3), (6, 2), (5, 4), (4, 3)])
+def test_sample_batches_subsets_are_uniform(n, b):
+    """Every B-subset has probability 1/C(n, B) (Floyd's path for B^2 <= 4n, argpartition
+    otherwise): a chi-square test at level 1e-4 on the subset counts, against brute-force
+    enumeration of the subsets."""
+    from itertools import combinations
+
+    from scipy.stats import chi2
+
+    draws = 40_000
+    batches = np.sort(sample_batches(np.random.default_rng(11), n, b, size=draws), axis=1)
+    subsets = list(combinations(range(n), b))
+    index = {s: i for i, s in enumerate(subsets)}
+    counts = np.bincount([index[tuple(row)] for row in batches.tolist()], minlength=len(subsets))
+    expected = draws / len(subsets)
+    stat = ((counts - expected) ** 2 / expected).sum()
+    assert stat < chi2.ppf(1 - 1e-4, len(subsets) - 1), (stat, counts)
+
+
 @pytest.mark.parametrize(
     "kwargs,exc,msg",
     [

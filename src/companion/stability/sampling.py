@@ -76,9 +76,23 @@ def sample_batches(
 ) -> np.ndarray:
     """Draw ``size`` independent batches, shape ``(size, B)`` of indices.
 
-    Without replacement each row is a uniform subset of size ``B`` (vectorised: the
-    first ``B`` entries of a uniform random permutation, via ``argpartition`` of
-    uniform keys).
+    With replacement each row holds ``B`` i.i.d. uniform indices. Without replacement each
+    row is a uniform subset of size ``B``, drawn by Floyd's algorithm vectorised over the rows
+    when ``B**2 <= 4 n`` (``B`` draws of ``size`` integers and ``O(size B**2)`` comparisons):
+    for ``j = n - B, ..., n - 1`` draw ``t`` uniform in ``{0, ..., j}`` and keep ``t``, or ``j``
+    if ``t`` was already chosen. Every subset then has probability ``1 / C(n, B)``; the order
+    of indices inside a row is not uniform, which a batch mean does not see. Larger batches
+    take the first ``B`` entries of a uniform random permutation (``argpartition`` of uniform
+    keys, ``O(size n)``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> batches = sample_batches(np.random.default_rng(0), n=10, batch_size=3, size=4)
+    >>> batches.shape
+    (4, 3)
+    >>> all(len(set(row)) == 3 for row in batches.tolist())
+    True
     """
     n = check_positive_int(n, "n")
     replacement = check_replacement(replacement)
@@ -88,5 +102,14 @@ def sample_batches(
         return rng.integers(0, n, size=(size, b))
     if b == n:
         return np.broadcast_to(np.arange(n), (size, n)).copy()
+    if b * b <= 4 * n:
+        out = np.empty((size, b), dtype=np.intp)
+        for k, j in enumerate(range(n - b, n)):
+            t = rng.integers(0, j + 1, size=size)
+            if k:
+                taken = (out[:, :k] == t[:, None]).any(axis=1)
+                t = np.where(taken, j, t)
+            out[:, k] = t
+        return out
     keys = rng.random((size, n))
     return np.argpartition(keys, b - 1, axis=1)[:, :b]
