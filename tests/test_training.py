@@ -301,3 +301,178 @@ def test_bad_data(digits, digits3):
     frozen = _model().requires_grad_(False)
     with pytest.raises(ValueError, match="model has no trainable"):
         train(frozen, digits, lr=0.1, batch_size=2, loss=LOSS)
+
+
+# ----------------------------------------------------------------------------------------
+# Mulayoff and Michaeli's procedure, monitors (used by experiments/ch14_*)
+# ----------------------------------------------------------------------------------------
+
+
+def test_scale_parameters_scales_the_whole_initial_point():
+    from companion.nets.training import scale_parameters
+
+    model = _model(seed=2, widths=(4,))
+    before = [p.detach().clone() for p in model.parameters()]
+    assert scale_parameters(model, 2.5) is model
+    for p, q in zip(model.parameters(), before, strict=True):
+        assert torch.equal(p.detach(), 2.5 * q)
+    for bad in (0.0, -1.0, float("inf"), True, "2"):
+        with pytest.raises(ValueError, match="factor"):
+            scale_parameters(model, bad)
+    with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
+        scale_parameters("model", 2.0)
+
+
+def test_monitor_is_called_every_k_steps_on_the_current_model(digits):
+    model = _model(seed=1)
+    w0 = model.first_layer.weight.detach().clone()
+    seen = []
+
+    def monitor(m):
+        seen.append(m.first_layer.weight.detach().clone())
+        return {"w_sum": float(m.first_layer.weight.detach().sum())}
+
+    hist = train(model, digits, lr=0.05, batch_size=4, steps=25, tol=0.0, loss=LOSS,
+                 monitor=monitor, monitor_every=10, progress=False)
+    assert hist.monitor_steps == [0, 10, 20]
+    assert hist.monitor[0]["w_sum"] == pytest.approx(float(w0.sum()), rel=1e-15)
+    assert not torch.equal(seen[1], w0)  # called on the trained weights, not a copy of w0
+    with pytest.raises(ValueError, match="together"):
+        train(_model(), digits, lr=0.1, batch_size=4, steps=1, loss=LOSS, monitor=monitor)
+    with pytest.raises(TypeError, match="callable"):
+        train(_model(), digits, lr=0.1, batch_size=4, steps=1, loss=LOSS, monitor=3,
+              monitor_every=1)
+
+
+TINY_MM = {"dataset": "digits", "classes": [0, 1], "n_per_class": 4, "widths": [3],
+           "loss": "half_squared_error"}
+
+
+def test_train_minimum_mm_procedure_scaled_shared_initial_point_and_warmup():
+    from companion.nets.minima import train_minimum
+
+    data = load("digits", classes=(0, 1), n_per_class=4)
+    X, y = data.X_train, data.y_train
+    plain = make_model("mlp", seed=7, in_dim=64, widths=(3,))
+    # by hand: theta0 = 2 x the default initialisation of init_seed, one GD step at lr/T
+    scaled = make_model("mlp", seed=7, in_dim=64, widths=(3,))
+    with torch.no_grad():
+        for p in scaled.parameters():
+            p.mul_(2.0)
+    out = scaled(X)
+    grads = torch.autograd.grad(0.5 * ((out - y) ** 2).mean(), list(scaled.parameters()))
+    with torch.no_grad():
+        for p, g in zip(scaled.parameters(), grads, strict=True):
+            p.sub_(0.3 / 4 * g)
+        expected = float(0.5 * ((scaled(X) - y) ** 2).mean())
+    runs = [train_minimum(0.3, 8, seed=s, init_seed=7, init_scale=2.0, warmup_steps=4,
+                          steps=1, tol=0.0, record_every=1, **TINY_MM) for s in (0, 1)]
+    w_norm = float(torch.linalg.matrix_norm(plain.first_layer.weight.detach(), 2))
+    for r in runs:  # both seeds start from the one shared, doubled point
+        assert r["norm_history"][0] == pytest.approx(2 * w_norm, rel=1e-12)
+        assert r["final_loss"] == pytest.approx(expected, rel=1e-10)
+
+
+def test_curvature_along_training_against_dense_per_sample_hessians():
+    from companion.nets.jacobians import parameter_jacobian
+    from companion.nets.minima import curvature_along_training
+    from companion.stability.thresholds import ms_threshold
+
+    data = load("digits", classes=(0, 1), n_per_class=3)
+    X = data.X_train[:, 20:30]
+    model = make_model("mlp", seed=3, in_dim=10, widths=(4,))
+    monitor = curvature_along_training((X, data.y_train), 2, loss="half_squared_error")
+    got = monitor(model)
+    jac = parameter_jacobian(model, X)[:, 0, :]  # (n, d); the loss's output Hessian is 1
+    hess = np.einsum("ni,nj->nij", jac, jac)
+    assert got["sharpness"] == pytest.approx(np.linalg.eigvalsh(hess.mean(0))[-1], rel=1e-9)
+    dense = 2 / ms_threshold(hess, 2, method="dense")
+    assert got["generalized_sharpness"] == pytest.approx(dense, rel=1e-8)
+    assert got["generalized_sharpness"] > got["sharpness"] * 1.01  # B = 2 adds noise
+    with torch.no_grad():
+        by_hand = float(0.5 * ((model(X) - data.y_train) ** 2).mean())
+    assert got["loss"] == pytest.approx(by_hand, rel=1e-12)
+
+
+def test_train_minimum_records_the_loss_hessian_sharpness():
+    from companion.nets.minima import train_minimum
+
+    data = load("digits", classes=(0, 1), n_per_class=4)
+    r = train_minimum(0.1, 8, seed=0, init_seed=5, init_scale=1.5, steps=0, tol=0.0,
+                      sharpness_every=1, **TINY_MM)
+    model = make_model("mlp", seed=5, in_dim=64, widths=(3,))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)
+    dense = _dense_sharpness(model, data.X_train, data.y_train, LOSS)
+    assert r["hessian_sharpness"] == pytest.approx(dense, rel=1e-7)
+    assert r["sharpness_history"] == [] and r["steps_taken"] == 0
+
+
+def _dense_second_moment(a, batch_size):
+    """C, D on d x d matrices (d^2 x d^2, by np.kron) for H_i = a_i a_i^T, no replacement."""
+    n, d = a.shape
+    p = (n - batch_size) / (batch_size * (n - 1))
+    hs = np.einsum("ni,nj->nij", a, a)
+    h = hs.mean(0)
+    eye = np.eye(d)
+    c = 0.5 * (np.kron(h, eye) + np.kron(eye, h))
+    dd = (1 - p) * np.kron(h, h) + p * sum(np.kron(x, x) for x in hs) / n
+    return c, dd
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 4])
+def test_second_moment_maximiser_against_dense_operators(batch_size):
+    import scipy.linalg
+
+    from companion.nets.minima import second_moment_maximiser_from_gram
+
+    rng = np.random.default_rng(batch_size)
+    a = rng.standard_normal((6, 4))  # n = 6 samples, d = 4: H has full rank 4
+    c, dd = _dense_second_moment(a, batch_size)
+    dense = scipy.linalg.eigh(dd, c, eigvals_only=True)[-1]  # C is definite: H full rank
+    got = second_moment_maximiser_from_gram(a @ a.T, batch_size)
+    assert got["generalized_sharpness"] == pytest.approx(dense, rel=1e-9)
+    # the rank-one value is a Rayleigh quotient: a lower bound, never above the exact value
+    assert got["rank_one_value"] <= got["generalized_sharpness"] * (1 + 1e-12)
+    assert 0 < got["rank_one_share"] <= 1 + 1e-12 and got["rank"] == 4
+
+
+def test_second_moment_maximiser_rank_one_exactly_when_hessians_commute():
+    from companion.nets.minima import second_moment_maximiser_from_gram
+
+    # samples along coordinate axes: commuting H_i, the maximiser is e_a e_a^T (rank one)
+    axes = np.zeros((6, 3))
+    axes[np.arange(6), [0, 0, 1, 1, 2, 2]] = [3.0, 1.0, 1.5, 1.5, 1.0, 1.0]
+    got = second_moment_maximiser_from_gram(axes @ axes.T, 2)
+    c, dd = _dense_second_moment(axes, 2)
+    e = np.zeros(9)
+    e[0] = 1.0  # vec(e_1 e_1^T): its Rayleigh quotient is the top eigenvalue here
+    assert got["rank_one_share"] == pytest.approx(1.0, abs=1e-10)
+    assert got["rank_one_value"] == pytest.approx(got["generalized_sharpness"], rel=1e-10)
+    assert got["generalized_sharpness"] == pytest.approx((e @ dd @ e) / (e @ c @ e), rel=1e-10)
+    # generic samples: the maximiser is not rank one and the rank-one value misses
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((8, 5))
+    generic = second_moment_maximiser_from_gram(a @ a.T, 1)
+    assert generic["rank_one_share"] < 0.99
+    assert generic["rank_one_value"] < 0.999 * generic["generalized_sharpness"]
+
+
+def test_second_moment_maximiser_of_a_model_and_bad_input():
+    from companion.nets.curvature import model_curvature
+    from companion.nets.minima import second_moment_maximiser, second_moment_maximiser_from_gram
+
+    data = load("digits", classes=(0, 1), n_per_class=5)
+    model = _model(seed=4, widths=(5,))
+    got = second_moment_maximiser(model, data, 2, loss=LOSS)
+    curv = model_curvature(model, data, loss=LOSS)
+    assert got["generalized_sharpness"] == pytest.approx(curv.generalized_sharpness(2),
+                                                         rel=1e-8)
+    with pytest.raises(ValueError, match="one output"):
+        second_moment_maximiser(_model(out_dim=2), (data.X_train, torch.zeros(10, 2,
+                                dtype=torch.float64)), 2, loss=LOSS)
+    with pytest.raises(ValueError, match="square"):
+        second_moment_maximiser_from_gram(np.ones(3), 1)
+    with pytest.raises(ValueError, match="zero"):
+        second_moment_maximiser_from_gram(np.zeros((3, 3)), 1)

@@ -44,7 +44,7 @@ from .models import (
     trainable_parameters,
 )
 
-__all__ = ["History", "first_layer_norm", "fit_last_layer", "train"]
+__all__ = ["History", "first_layer_norm", "fit_last_layer", "scale_parameters", "train"]
 
 _BATCH_BLOCK = 1024  # batches drawn per call of the sampler
 _EVAL_CHUNK = 8192  # samples per forward pass when evaluating the full training loss
@@ -77,6 +77,8 @@ class History:
         The arguments of :func:`train`.
     settings : dict
         The other settings, including ``"loss"`` (a description of the loss).
+    monitor_steps, monitor : list
+        Steps and values of ``monitor(model)`` when ``monitor_every`` is set.
     """
 
     steps: np.ndarray
@@ -93,6 +95,8 @@ class History:
     seed: int
     tol: float
     settings: dict = field(default_factory=dict)
+    monitor_steps: list = field(default_factory=list)
+    monitor: list = field(default_factory=list)
 
     @property
     def final_loss(self) -> float:
@@ -147,6 +151,35 @@ def first_layer_norm(model: torch.nn.Module) -> float:
     return float(torch.linalg.matrix_norm(weight.reshape(weight.shape[0], -1), ord=2))
 
 
+def scale_parameters(model: torch.nn.Module, factor: float) -> torch.nn.Module:
+    r"""Multiply every trainable parameter by ``factor`` in place: :math:`\theta_0 \to c\,\theta_0`.
+
+    The large initialisation of Mulayoff and Michaeli's procedure
+    (:cite:p:`mulayoff2024exact` Sec. 4: torch's default initial weights times a factor;
+    their factor is not in our copy of the paper). Weights and biases alike: the whole
+    initial point is scaled. Returns the model.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from companion.nets.training import scale_parameters
+    >>> layer = torch.nn.Linear(2, 1)
+    >>> before = layer.weight.detach().clone()
+    >>> torch.equal(scale_parameters(layer, 2.0).weight.detach(), 2 * before)
+    True
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(factor, bool) or not isinstance(factor, int | float) or not (
+        math.isfinite(factor) and factor > 0
+    ):
+        raise ValueError(f"factor must be a finite number > 0, got {factor!r}")
+    with torch.no_grad():
+        for _, p in trainable_parameters(model):
+            p.mul_(factor)
+    return model
+
+
 @contextmanager
 def _preserved_buffers(model: torch.nn.Module) -> Iterator[None]:
     """Restore the model's buffers afterwards (BatchNorm's running statistics in training mode).
@@ -190,6 +223,8 @@ def train(
     seed: int = 0,
     record_every: int = 10,
     sharpness_every: int | None = None,
+    monitor=None,
+    monitor_every: int | None = None,
     progress: bool | None = None,
     num_threads: int | None = 1,
 ) -> History:
@@ -235,6 +270,12 @@ def train(
         this many steps (Lanczos on
         :func:`companion.nets.curvature_ops.loss_hessian_operator`; costly; needs a model
         without BatchNorm/Dropout in training mode, and float64 on its device).
+    monitor : callable or None
+        ``monitor(model)`` is called every ``monitor_every`` steps (from step 0, not after
+        the last step) and its return value (JSON values, e.g. a dict of floats) is
+        recorded in ``History.monitor``; e.g. the generalized sharpness along training.
+    monitor_every : int or None
+        Required with ``monitor``.
     progress : bool or None
         tqdm progress bar; None: shown when stdout is a terminal, overridable with the
         environment variable ``COMPANION_PROGRESS=0/1`` (never in the built book).
@@ -281,6 +322,12 @@ def train(
         sharpness_every = check_positive_int(sharpness_every, "sharpness_every")
         check_deterministic_mode(model)
         check_float64_device(device)
+    if (monitor is None) != (monitor_every is None):
+        raise ValueError("monitor and monitor_every must be given together")
+    if monitor is not None:
+        if not callable(monitor):
+            raise TypeError(f"monitor must be callable, got {type(monitor).__name__}")
+        monitor_every = check_positive_int(monitor_every, "monitor_every")
     if num_threads is not None:
         num_threads = check_positive_int(num_threads, "num_threads")
     with torch.no_grad(), _preserved_buffers(model):  # every target against the outputs, once
@@ -289,6 +336,7 @@ def train(
 
     rng = np.random.default_rng(seed)
     rec_steps, rec_loss, rec_norm, sh_steps, sh_vals = [], [], [], [], []
+    mon_steps, mon_vals = [], []
     interpolated = diverged = False
     initial_loss = None
 
@@ -332,6 +380,9 @@ def train(
                     break
             if sharpness_every is not None and t % sharpness_every == 0 and t < steps:
                 record_sharpness(t)
+            if monitor is not None and t % monitor_every == 0 and t < steps:
+                mon_steps.append(t)
+                mon_vals.append(monitor(model))
             if t == steps:
                 break
             if len(batches) == 0:
@@ -375,6 +426,8 @@ def train(
             "record_every": record_every,
             "loss": output_loss.describe(),
         },
+        monitor_steps=mon_steps,
+        monitor=mon_vals,
     )
 
 
