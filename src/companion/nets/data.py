@@ -14,6 +14,12 @@ with the square loss :math:`L = \frac{1}{2n}\sum_i \|f(x_i) - y_i\|^2`
   ``"fashion-mnist"`` and ``"cifar10"`` are fetched from OpenML through scikit-learn's
   cache and fail with :class:`DatasetUnavailableError` when they are neither cached nor
   reachable.
+* ``"standin:<name>"`` (e.g. ``"standin:fashion-mnist"``) is a stand-in of an OpenML set
+  generated locally, offline: the same image shape, ten classes, pixels in ``[0, 1]``
+  (:func:`standin_images`). It exists to test code paths at the papers' sizes without
+  the network; it is not the data set. With the environment variable
+  ``COMPANION_DATA=standin`` every OpenML name loads its stand-in (how the paper-scale
+  smoke test runs the chapters offline).
 * :func:`synthetic` draws the synthetic targets of :cite:p:`wu2020slides`: a single
   neuron, the circle neuron, a two-layer teacher, a linear target and 1-D functions.
 
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -40,8 +47,17 @@ __all__ = [
     "as_inputs",
     "as_xy",
     "load",
+    "standin_images",
     "synthetic",
 ]
+
+#: Environment variable: ``"standin"`` makes :func:`load` return the locally generated
+#: stand-in of every OpenML data set (:func:`standin_images`).
+DATA_ENV = "COMPANION_DATA"
+
+#: Images per class of a stand-in data set (enough for 500 training images per class
+#: with the default 20 % held out).
+STANDIN_PER_CLASS = 700
 
 #: OpenML names and image shapes ``(channels, height, width)`` of the downloadable sets.
 OPENML_DATASETS: dict[str, tuple[str, tuple[int, int, int]]] = {
@@ -337,7 +353,20 @@ def load(
     if not isinstance(name, str):
         raise TypeError(f"name must be a string, got {type(name).__name__}")
     key = name.lower()
-    if key == "digits":
+    standin = key.startswith("standin:")
+    if standin:
+        key = key.removeprefix("standin:")
+        if key not in OPENML_DATASETS:
+            raise ValueError(
+                f"name: a stand-in exists for {', '.join(OPENML_DATASETS)}; got {name!r}"
+            )
+    elif key in OPENML_DATASETS and os.environ.get(DATA_ENV, "").strip().lower() == "standin":
+        standin = True
+    if standin:
+        X_all, labels_all = standin_images(key)
+        shape = OPENML_DATASETS[key][1]
+        key = f"standin:{key}"
+    elif key == "digits":
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
@@ -348,7 +377,7 @@ def load(
         X_all, labels_all = _fetch_openml(key, data_home)
         shape = OPENML_DATASETS[key][1]
     else:
-        known = ", ".join(["digits", *OPENML_DATASETS])
+        known = ", ".join(["digits", *OPENML_DATASETS, *(f"standin:{k}" for k in OPENML_DATASETS)])
         raise ValueError(f"name must be one of {known}; got {name!r}")
 
     groups, target = _parse_classes(classes, labels_all)
@@ -410,6 +439,75 @@ def _fetch_openml(key: str, data_home: str | None) -> tuple[np.ndarray, np.ndarr
         ) from exc
     X = np.asarray(X, dtype=np.float64) / 255.0
     labels = np.asarray(y).astype(np.int64)
+    return X, labels
+
+
+def standin_images(
+    name: str, per_class: int = STANDIN_PER_CLASS, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""A locally generated stand-in of an OpenML image set: its shape, not its content.
+
+    Ten classes; class :math:`c` has a smooth random template :math:`T_c` (white noise
+    blurred by a separable binomial filter, scaled to :math:`[0, 1]`) and its images are
+    :math:`\mathrm{clip}(0.7\,T_c + 0.3\,N + 0.1\,\varepsilon, 0, 1)` with a blurred
+    noise image :math:`N` and white noise :math:`\varepsilon`, so the classes overlap but
+    can be told apart. Deterministic for given ``(name, per_class, seed)``. Used by
+    ``load("standin:<name>")`` and ``COMPANION_DATA=standin``, to run code at the papers'
+    sizes offline (e.g. :cite:p:`ma2021linear`'s FashionMNIST, ``(1, 28, 28)``).
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`OPENML_DATASETS` (its image shape is used).
+    per_class : int
+        Images per class.
+    seed : int
+        Seed of templates and noise.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        Flattened images ``(10 * per_class, C*H*W)`` in ``[0, 1]`` and integer labels,
+        like the OpenML loader.
+
+    Examples
+    --------
+    >>> from companion.nets.data import standin_images
+    >>> X, labels = standin_images("fashion-mnist", per_class=3)
+    >>> X.shape, sorted(set(labels.tolist())) == list(range(10)), bool(0 <= X.min() <= X.max() <= 1)
+    ((30, 784), True, True)
+    """
+    if name not in OPENML_DATASETS:
+        raise ValueError(f"name must be one of {', '.join(OPENML_DATASETS)}; got {name!r}")
+    per_class = check_positive_int(per_class, "per_class")
+    seed = check_positive_int(seed, "seed", minimum=0)
+    shape = OPENML_DATASETS[name][1]
+    rng = np.random.default_rng([seed, sum(map(ord, name))])
+    kernel = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
+
+    def blur(a: np.ndarray) -> np.ndarray:  # separable, over the last two axes, twice
+        for _ in range(2):
+            for axis in (a.ndim - 1, a.ndim - 2):
+                pad = [(0, 0)] * a.ndim
+                pad[axis] = (2, 2)
+                padded, size = np.pad(a, pad), a.shape[axis]
+                a = sum(
+                    w * np.take(padded, range(k, k + size), axis=axis)
+                    for k, w in enumerate(kernel)
+                )
+        return a
+
+    def unit(a: np.ndarray) -> np.ndarray:  # each image to [0, 1]
+        flat = a.reshape(a.shape[0], -1)
+        lo, hi = flat.min(axis=1, keepdims=True), flat.max(axis=1, keepdims=True)
+        return ((flat - lo) / np.maximum(hi - lo, 1e-12)).reshape(a.shape)
+
+    templates = unit(blur(rng.standard_normal((10, *shape))))
+    labels = np.repeat(np.arange(10, dtype=np.int64), per_class)
+    noise = unit(blur(rng.standard_normal((labels.size, *shape))))
+    images = 0.7 * templates[labels] + 0.3 * noise
+    images += 0.1 * rng.standard_normal(images.shape)
+    X = np.clip(images, 0.0, 1.0).reshape(labels.size, -1)
     return X, labels
 
 

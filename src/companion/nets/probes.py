@@ -3,7 +3,9 @@ r"""Measurements of smoothness on a torch model (Ma & Ying §4-§5, Def. 1).
 * :func:`local_smoothness` (Def 1, sampling and projected ascent in a parameter ball),
 * :func:`worst_case_inputs` (FGSM/PGD-like ascent in input balls),
 * :func:`union_seminorm` (Monte Carlo Sobolev seminorm on :math:`\mathcal X_\delta`),
-* :func:`shifted_model` (the first-layer shift of Prop. 3 applied to a copy of the model).
+* :func:`shifted_model` (the first-layer shift of Prop. 3 applied to a copy of the model),
+* :func:`sgd_growth_rates` (typical and mean-square growth of linearised SGD at a trained
+  model's curvature, :cite:p:`mulayoff2024exact`).
 
 All estimates of a supremum (of a gradient norm over a ball, of the constant :math:`C` of
 Def. 1) found by sampling or ascent are *lower* estimates of that supremum
@@ -34,10 +36,12 @@ from .jacobians import FunctionalModel, input_gradients
 from .models import as_float64, check_deterministic_mode, first_layer, to_numpy
 
 __all__ = [
+    "GrowthRates",
     "LocalSmoothness",
     "UnionSeminorm",
     "WorstCaseInputs",
     "local_smoothness",
+    "sgd_growth_rates",
     "shifted_model",
     "union_seminorm",
     "worst_case_inputs",
@@ -470,3 +474,163 @@ def shifted_model(model, x, x_star, *, device=None):
     with torch.no_grad():
         weight.add_(torch.as_tensor(shift, dtype=weight.dtype, device=weight.device))
     return out
+
+
+# ----------------------------------------------------------------------------------------
+# typical versus mean-square growth of linearised SGD at a trained network
+# ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GrowthRates:
+    r"""Per-step growth rates of linearised SGD at one point, for one :math:`(\eta, B)`.
+
+    Attributes
+    ----------
+    lr, batch_size : float, int
+        The learning rate (in the units of the curvature's loss) and the batch size.
+    lr_ratio : float
+        :math:`\eta/\eta^*(B)`, with :math:`\eta^*(B)` the exact mean-square threshold.
+    lyapunov : float
+        Estimate of the top Lyapunov exponent :math:`\gamma` (typical growth per step of
+        :math:`\log\|x_t\|`), from
+        :func:`companion.stability.dynamics.lyapunov_exponent`.
+    lyapunov_stderr : float
+        Its standard error across the independent trajectories.
+    ms_rate : float
+        :math:`\frac12\log\rho(Q)`: the growth per step of
+        :math:`\log\sqrt{\mathbb E\|x_t\|^2}` on :math:`\operatorname{range}(H)`.
+        Jensen's inequality gives ``lyapunov <= ms_rate``; ``ms_rate`` is 0 exactly at
+        :math:`\eta^*(B)`.
+    """
+
+    lr: float
+    batch_size: int
+    lr_ratio: float
+    lyapunov: float
+    lyapunov_stderr: float
+    ms_rate: float
+
+
+def _second_moment_radius(small: np.ndarray, lr: float, p: float) -> float:
+    r""":math:`\rho(Q)` of :math:`Q(S) = (I-\eta H)S(I-\eta H) + \eta^2p(\frac1n\sum_i
+    H_iSH_i - HSH)` on :math:`r\times r` matrices, by Lanczos (``eigsh``).
+
+    :math:`Q` is self-adjoint for the Frobenius inner product (every :math:`H_i` is
+    symmetric) and maps the PSD cone into itself, so its spectral radius is its largest
+    eigenvalue (Krein-Rutman).
+    """
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    n, r, _ = small.shape
+    h = small.mean(axis=0)
+    a = np.eye(r) - lr * h
+    flat = small.reshape(n * r, r)
+
+    def apply(vec: np.ndarray) -> np.ndarray:
+        s = vec.reshape(r, r)
+        left = (flat @ s).reshape(n, r, r).transpose(1, 0, 2).reshape(r, n * r)
+        noise = left @ flat / n - h @ s @ h
+        return (a @ s @ a + lr**2 * p * noise).reshape(-1)
+
+    if r * r <= 400:  # tiny: dense
+        dense = np.column_stack([apply(e) for e in np.eye(r * r)])
+        return float(np.max(np.linalg.eigvalsh(0.5 * (dense + dense.T))))
+    op = LinearOperator((r * r, r * r), matvec=apply, dtype=np.float64)
+    start = np.eye(r).reshape(-1)
+    top = eigsh(op, k=1, which="LA", v0=start, tol=1e-8, return_eigenvectors=False)
+    return float(top[0])
+
+
+def sgd_growth_rates(
+    curvature,
+    lr: float,
+    batch_size: int,
+    *,
+    steps: int = 2000,
+    n_trajectories: int = 100,
+    burn_in: int = 200,
+    seed: int = 0,
+    replacement: bool = False,
+) -> GrowthRates:
+    r"""Typical (Lyapunov) and mean-square growth rates of linearised SGD at a network.
+
+    At a point with per-sample curvatures :math:`H_i` (the ``curvature`` of a trained
+    model, :func:`companion.nets.curvature.model_curvature`), SGD linearises to
+    :math:`x_{t+1} = (I - \eta\hat H_t)x_t` (:cite:p:`mulayoff2024exact`). A single
+    trajectory grows like :math:`e^{\gamma t}` (top Lyapunov exponent :math:`\gamma`),
+    the mean square like :math:`\rho(Q)^t` with
+
+    .. math::
+
+        Q(S) = (I-\eta H)S(I-\eta H) + \eta^2p\Big(\frac1n\sum_iH_iSH_i - HSH\Big),
+
+    and :math:`2\gamma \le \log\rho(Q)` (Jensen); :math:`\rho(Q) = 1` exactly at
+    :math:`\eta = \eta^*(B)`. Both are computed in the :math:`r`-dimensional range of
+    :math:`H` (``curvature.reduced_hessians()``; the null space does not move), so the
+    cost does not depend on the number of parameters: :math:`\gamma` by
+    :func:`companion.stability.dynamics.lyapunov_exponent` (renormalised trajectories),
+    :math:`\rho(Q)` by Lanczos on the :math:`r^2`-dimensional operator.
+
+    Parameters
+    ----------
+    curvature : companion.stability.curvature.Curvature
+        The per-sample curvatures at the point (any loss; ``lr`` is in its units).
+    lr : float
+        Learning rate :math:`\eta`.
+    batch_size : int
+        Batch size :math:`B`.
+    steps, n_trajectories, burn_in, seed
+        Of the Lyapunov estimate (steps averaged over, independent trajectories,
+        discarded steps, seed of the batches and starts).
+    replacement : bool
+        Sampling scheme.
+
+    Returns
+    -------
+    GrowthRates
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from companion.stability.curvature import Curvature
+    >>> from companion.nets.probes import sgd_growth_rates
+    >>> rng = np.random.default_rng(0)
+    >>> curv = Curvature.from_jacobians(rng.standard_normal((6, 1, 4)))
+    >>> edge = sgd_growth_rates(curv, curv.ms_threshold(2), 2, steps=200)
+    >>> abs(edge.ms_rate) < 1e-9, edge.lyapunov <= edge.ms_rate + 3 * edge.lyapunov_stderr
+    (True, True)
+    """
+    from ..stability.curvature import Curvature
+    from ..stability.dynamics import lyapunov_exponent
+    from ..validation import check_batch_size, check_lr
+
+    if not isinstance(curvature, Curvature):
+        raise TypeError(
+            "curvature must be a companion Curvature (e.g. model_curvature(model, data, "
+            f"loss=...)), got {type(curvature).__name__}"
+        )
+    lr = check_lr(lr)
+    batch_size = check_batch_size(batch_size, curvature.n, replacement)
+    if curvature.rank == 0:
+        raise ValueError("curvature: H = 0, nothing grows or decays")
+    eta = lr * curvature.lr_scale(batch_size)  # a step in batch-mean units
+    small = curvature.reduced_hessians()
+    est = lyapunov_exponent(
+        small,
+        eta,
+        batch_size,
+        steps=steps,
+        n_trajectories=n_trajectories,
+        replacement=replacement,
+        seed=seed,
+        burn_in=burn_in,
+        exact=False,
+    )
+    rho = _second_moment_radius(small, eta, curvature.noise_factor(batch_size, replacement))
+    return GrowthRates(
+        lr=lr,
+        batch_size=int(batch_size),
+        lr_ratio=lr / curvature.ms_threshold(batch_size, replacement),
+        lyapunov=est.exponent,
+        lyapunov_stderr=est.standard_error,
+        ms_rate=0.5 * math.log(rho) if rho > 0 else -math.inf,
+    )
