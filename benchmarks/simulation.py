@@ -56,8 +56,8 @@ def vectorised(hessians, grads, lr, replacement: bool, seed: int = 2) -> np.ndar
 
 def compare(replacement: bool) -> dict:
     hessians, grads, lr = problem()
-    t_naive, sq_naive = best_time(lambda: naive(hessians, grads, lr, replacement), repeat=1)
-    t_vec, sq_vec = best_time(lambda: vectorised(hessians, grads, lr, replacement), repeat=3)
+    t_naive, sq_naive = best_time(lambda: naive(hessians, grads, lr, replacement), repeat=2)
+    t_vec, sq_vec = best_time(lambda: vectorised(hessians, grads, lr, replacement), repeat=5)
     ratio = t_naive / t_vec
     se = np.hypot(sq_naive.std(ddof=1), sq_vec.std(ddof=1)) / np.sqrt(TRAJECTORIES)
     z = abs(sq_naive.mean() - sq_vec.mean()) / se

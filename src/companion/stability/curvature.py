@@ -358,6 +358,10 @@ class Curvature:
         self._factors = factors
         self._lift = lift
         self.source = source
+        #: Number of products with :math:`C^{-1/2}DC^{-1/2}` made by the Lanczos route so far
+        #: (each costs two :math:`(nk\times r)\cdot(r\times r)` matrix products with factors);
+        #: the benchmarks divide time by it.
+        self.operator_products = 0
         if factors is not None:
             self._factors_flat = factors.reshape(factors.shape[0] * factors.shape[1], self.rank)
             self._factors_t = np.ascontiguousarray(np.swapaxes(factors, 1, 2))
@@ -488,6 +492,46 @@ class Curvature:
         """
         g, n, k = _check_gram(gram, num_outputs)
         return cls._from_gram_matrix(g, n, k, _check_reduction(reduction), rows=None)
+
+    @classmethod
+    def from_eigenbasis(cls, eigenvalues, factors, *, reduction: str = "mean") -> Curvature:
+        r"""From a problem already reduced to the eigenbasis of :math:`H`.
+
+        ``eigenvalues`` :math:`\lambda` (``(r,)``, ascending, positive) of :math:`H` and
+        factors :math:`A_i` (``(n, k, r)``) with :math:`\tilde U_i = A_i^\top A_i` and
+        :math:`\frac1n\sum_i\tilde U_i = \mathrm{diag}(\lambda)` (checked to 1e-8). Used by
+        :mod:`companion.stability.bracket` for the problem restricted to the top-:math:`m`
+        eigenspace of :math:`H`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> a = np.array([[[1.0, 0.0]], [[0.0, 2.0]]])     # n = 2, k = 1, r = 2
+        >>> Curvature.from_eigenbasis([0.5, 2.0], a).sharpness
+        2.0
+        """
+        lam = as_float_array(eigenvalues, "eigenvalues", ndim=1)
+        a = as_float_array(factors, "factors", ndim=3)
+        if a.shape[2] != lam.size or a.shape[0] < 1:
+            raise ValueError(
+                f"factors must have shape (n, k, r) with r = {lam.size}, got {a.shape}"
+            )
+        if lam.size and (np.any(lam <= 0) or np.any(np.diff(lam) < 0)):
+            raise ValueError("eigenvalues must be positive and ascending")
+        n = a.shape[0]
+        mean = np.einsum("nka,nkb->ab", a, a) / n
+        scale = float(lam[-1]) if lam.size else 1.0
+        if np.max(np.abs(mean - np.diag(lam)), initial=0.0) > 1e-8 * scale:
+            raise ValueError("factors do not average to diag(eigenvalues): not an eigenbasis")
+        return cls(
+            eigenvalues=lam,
+            n=n,
+            num_outputs=a.shape[1],
+            dim=None,
+            reduction=_check_reduction(reduction),
+            factors=np.ascontiguousarray(a),
+            source="eigenbasis",
+        )
 
     @classmethod
     def _from_gram_matrix(cls, g: np.ndarray, n: int, k: int, reduction: str, rows):
@@ -754,13 +798,21 @@ class Curvature:
         lam = self.eigenvalues
         r = lam.size
         inv_sqrt_c = 1.0 / np.sqrt(0.5 * (lam[:, None] + lam[None, :]))
+        # C^{-1/2} (1-p) H X H C^{-1/2} is entrywise: (1-p) lam_a lam_b / c_ab times X; the
+        # factors are folded into two constant matrices so that a product makes four passes
+        # over the r x r entries besides the noise term (memory-bound at large r)
+        mean_part = (1.0 - p) * np.outer(lam, lam) * inv_sqrt_c**2
+        noise_scale = p * inv_sqrt_c
 
         def apply(vec: np.ndarray) -> np.ndarray:
-            x = inv_sqrt_c * vec.reshape(r, r)
-            out = (1.0 - p) * (lam[:, None] * x * lam[None, :])
+            self.operator_products += 1
+            v = vec.reshape(r, r)
+            out = mean_part * v
             if p > 0:
-                out = out + p * self._noise(x)
-            return (inv_sqrt_c * out).reshape(-1)
+                noise = self._noise(inv_sqrt_c * v)
+                noise *= noise_scale
+                out += noise
+            return out.reshape(-1)
 
         if r * r <= _SMALL_OPERATOR:
             mat = np.column_stack([apply(col) for col in np.eye(r * r)])
@@ -817,6 +869,73 @@ class Curvature:
             self._top_dense(batch_size, replacement) if method == "dense" else self._top_lanczos(p)
         )
         return self.lr_scale(batch_size) * top
+
+    def sharpness_for_noise(self, noise_factor: float) -> float:
+        r""":math:`\lambda_{\max}(C^\dagger D)` in batch-mean units for a given factor :math:`p`.
+
+        :math:`D = (1-p)H\otimes H + p\frac1n\sum_iH_i\otimes H_i`, ``p`` in
+        :math:`[0, 1]`; matrix-free Lanczos (see :meth:`generalized_sharpness`).
+        """
+        p = float(noise_factor)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"noise_factor must be in [0, 1], got {noise_factor!r}")
+        return self._top_lanczos(p) if self.rank else 0.0
+
+    def sharpness_bracket(self, batch_size: int, m: int, replacement: bool = False):
+        r"""Certified bracket on the generalized sharpness from the top ``m`` eigen-directions.
+
+        Proposition ``new-bracket`` (see :mod:`companion.stability.bracket`):
+        :math:`\rho_m\le\rho\le\rho_m^+`, equal at :math:`m = r`. Here every
+        :math:`H_i` is known, so :math:`q = \max_i\|P_RH_iP_R\|` is computed from the
+        reduced matrices; :class:`~companion.stability.bracket.GramSpectrum` does the same
+        from the top of a Gram matrix only.
+
+        Parameters
+        ----------
+        batch_size : int
+            :math:`B`.
+        m : int
+            :math:`1\le m\le r`.
+        replacement : bool
+            Sampling scheme.
+
+        Returns
+        -------
+        companion.stability.bracket.SharpnessBracket
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(1)
+        >>> curv = Curvature.from_jacobians(rng.standard_normal((6, 2, 5)))
+        >>> b = curv.sharpness_bracket(2, m=2)
+        >>> bool(b.lower <= curv.generalized_sharpness(2) <= b.upper)
+        True
+        """
+        from .bracket import bracket_from_parts
+
+        p = self.noise_factor(batch_size, replacement)
+        r = self.rank
+        m = check_positive_int(m, "m")
+        if m > r:
+            raise ValueError(f"m must be at most the rank r = {r}, got {m}")
+        lam = self.eigenvalues
+        if self._factors is not None:
+            a = self._factors
+            top_factors = a[:, :, r - m :]
+            rest = a[:, :, : r - m]
+            gram_rest = rest @ np.swapaxes(rest, 1, 2)  # same nonzero spectrum as P_R H_i P_R
+            q = float(np.linalg.eigvalsh(gram_rest)[:, -1].max()) if m < r else 0.0
+        else:
+            small = self._matrices
+            top_factors = psd_factor(small[:, r - m :, r - m :])  # S_i^T S_i = block
+            rr = small[:, : r - m, : r - m]
+            q = float(np.linalg.eigvalsh(rr)[:, -1].max()) if m < r else 0.0
+        restricted = Curvature.from_eigenbasis(lam[r - m :], top_factors)
+        nxt = float(lam[r - m - 1]) if m < r else 0.0
+        return bracket_from_parts(
+            restricted, p, float(lam[-1]), nxt, max(q, 0.0), self.lr_scale(batch_size)
+        )
 
     def ms_threshold(
         self, batch_size: int, replacement: bool = False, method: str = "auto"

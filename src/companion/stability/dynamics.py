@@ -145,7 +145,11 @@ def _hessian_factors(hs: np.ndarray) -> np.ndarray | None:
 
 
 def _batch_mean_products(
-    hs: np.ndarray, factors: np.ndarray | None, idx: np.ndarray, x: np.ndarray
+    hs: np.ndarray,
+    factors: np.ndarray | None,
+    idx: np.ndarray,
+    x: np.ndarray,
+    gradient_row: bool = False,
 ) -> np.ndarray:
     r"""Rows :math:`\hat H_k x_k` for batches ``idx`` (N, B) and states ``x`` (N, d).
 
@@ -154,6 +158,11 @@ def _batch_mean_products(
     :math:`\hat H_kx_k = \frac1B\sum_j J_{i_j}^\top(J_{i_j}x_k)` costs :math:`2NBrd`;
     otherwise the :math:`B` Hessians of every batch are gathered and applied,
     :math:`NBd^2`. Trajectories are processed in blocks to bound memory.
+
+    With ``gradient_row`` the last row of every factor is the per-sample gradient
+    :math:`g_i` (the table :math:`T_i = [J_i; g_i]`): its inner coefficient is set to 1, so
+    the same two batched products return :math:`\hat H_kx_k + \hat g_k` (one gather per
+    step instead of ``B`` more for the gradients).
     """
     d = hs.shape[1]
     n_traj, b = idx.shape
@@ -166,6 +175,8 @@ def _batch_mean_products(
         if factors is not None:
             jac = factors[rows].reshape(rows.shape[0], b * width, d)
             inner = np.matmul(jac, xs[:, :, None])
+            if gradient_row:
+                inner.reshape(rows.shape[0], b, width)[:, :, -1] = 1.0
             out[sl] = np.matmul(jac.transpose(0, 2, 1), inner)[:, :, 0] / b
         else:
             acc = np.zeros_like(xs)
@@ -188,10 +199,16 @@ def _initial_states(x0, rng: np.random.Generator, n_traj: int, d: int) -> np.nda
     return x.copy()
 
 
-def _sgd_step(hs, factors, g, lr, b, replacement, rng, x):
-    """One vectorised step of linearised SGD for every row of ``x``."""
+def _sgd_step(hs, factors, g, lr, b, replacement, rng, x, table=None):
+    """One vectorised step of linearised SGD for every row of ``x``.
+
+    ``table``: the factors with the gradient appended as a last row (``[J_i; g_i]``), used
+    instead of ``factors`` and ``g`` when given; the batches drawn are the same either way.
+    """
     n = hs.shape[0]
     idx = sample_batches(rng, n, b, x.shape[0], replacement)
+    if table is not None:
+        return x - lr * _batch_mean_products(hs, table, idx, x, gradient_row=True)
     x_new = x - lr * _batch_mean_products(hs, factors, idx, x)
     if g is not None:
         for j in range(b):  # batch mean of the gradients: B contiguous gathers
@@ -269,6 +286,9 @@ def simulate_linearized_sgd(
         raise TypeError(f"record_states must be True or False, got {type(record_states).__name__}")
     g = _check_gradients(gradients, n, d)
     factors = _hessian_factors(hs)
+    table = None
+    if factors is not None and g is not None:  # one gather per step: rows [J_i; g_i]
+        table = np.concatenate([factors, g[:, None, :]], axis=1)
     rng = np.random.default_rng(seed)
     x = _initial_states(x0, rng, n_traj, d)
 
@@ -286,7 +306,7 @@ def simulate_linearized_sgd(
     slot = 0
     for t in range(steps + 1):
         if t > 0:
-            x = _sgd_step(hs, factors, g, lr, b, replacement, rng, x)
+            x = _sgd_step(hs, factors, g, lr, b, replacement, rng, x, table)
         if t == times[slot]:
             with np.errstate(over="ignore", invalid="ignore"):
                 sq = np.einsum("kd,kd->k", x, x)
