@@ -10,11 +10,13 @@ JB_FLAGS := -n -W --keep-going
 # Notebooks executed by the build and the tests skip interactive widgets (see ch05).
 export COMPANION_HEADLESS := 1
 
-.PHONY: help venv book html test test-package lint nbval chapter bench clean
+.PHONY: help venv book html pdf test test-package lint lint-chapters format-chapter nbval \
+	chapter bench screenshots readers-map clean
 
 help:
 	@echo "make book    set up .venv and build the HTML book, every notebook executed"
 	@echo "make test    set up .venv; ruff, package tests, nbval over every chapter, HTML build"
+	@echo "make pdf     the whole book as one PDF, proofs and solutions expanded (needs LaTeX)"
 	@echo "make chapter CH=book/part1/ch01_min_norm.md   run one chapter under nbval"
 	@echo "make bench   run the performance suite (benchmarks/), not part of make test"
 
@@ -37,7 +39,17 @@ book: html
 	@echo "Built _build/html/index.html"
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools book/_ext
+
+# The chapters' code cells, converted with jupytext and checked by ruff at line length 88
+# (tools/ruff_chapters.toml); findings are reported at their line of the .md source.
+lint-chapters: venv
+	$(BIN)/python tools/lint_chapters.py
+
+# Format one chapter's code cells in place with ruff (line length 88), through jupytext.
+format-chapter: venv
+	@test -n "$(CH)" || { echo "usage: make format-chapter CH=book/partN/chNN_name.md"; exit 2; }
+	$(BIN)/jupytext --quiet --pipe "$(BIN)/ruff format --config tools/ruff_chapters.toml {}" $(CH)
 
 # pytest exits 5 when it collects nothing; make treats every non-zero exit as failure.
 # The docstrings' Examples sections run too (--doctest-modules over the package).
@@ -52,7 +64,7 @@ nbval: venv
 	  --junitxml=report.xml -o junit_family=xunit1 -q .
 	$(BIN)/python tests/notebooks.py check $(NBVAL_DIR)/report.xml $(NBVAL_DIR)
 
-test: lint test-package nbval html
+test: lint lint-chapters test-package nbval html
 
 chapter: venv
 	@test -n "$(CH)" || { echo "usage: make chapter CH=book/partN/chNN_name.md"; exit 2; }
@@ -64,6 +76,26 @@ chapter: venv
 
 bench: venv
 	$(BIN)/python benchmarks/run_all.py
+
+# The whole book as one PDF (_build/latex/book.pdf, about 400 pages), built by XeLaTeX from
+# the same executed notebooks (the execution cache of `make book` is reused). Proofs and
+# exercise solutions are printed in full: dropdowns exist only in HTML. Not part of `make
+# test` (the HTML build is the check). Needs xelatex and latexmk, e.g. on Debian
+# apt-get install texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended \
+#   texlive-xetex latexmk fonts-freefont-otf tex-gyre texlive-plain-generic
+pdf: venv
+	@command -v xelatex >/dev/null && command -v latexmk >/dev/null || { \
+	  echo "make pdf needs a LaTeX toolchain (xelatex, latexmk): see README.md"; exit 2; }
+	$(BIN)/jupyter-book build . --builder pdflatex -n --keep-going
+	@ls -l _build/latex/book.pdf
+
+# Screenshots of built pages in headless Chromium (tools/screenshots.py --help).
+screenshots:
+	$(BIN)/python tools/screenshots.py $(PAGES)
+
+# Redraw book/_static/readers_map.svg from the dependency list in tools/readers_map.py.
+readers-map: venv
+	$(BIN)/python tools/readers_map.py
 
 clean:
 	rm -rf _build

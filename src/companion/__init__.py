@@ -26,7 +26,7 @@ Examples
 
 from __future__ import annotations
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # --- the curvature object and its statistics -------------------------------------------
 from .stability.curvature import (
