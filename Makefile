@@ -11,7 +11,7 @@ JB_FLAGS := -n -W --keep-going
 export COMPANION_HEADLESS := 1
 
 .PHONY: help venv book html pdf test test-package lint lint-chapters format-chapter nbval \
-	chapter bench screenshots readers-map clean
+	chapter bench experiments screenshots readers-map clean
 
 help:
 	@echo "make book    set up .venv and build the HTML book, every notebook executed"
@@ -19,6 +19,7 @@ help:
 	@echo "make pdf     the whole book as one PDF, proofs and solutions expanded (needs LaTeX)"
 	@echo "make chapter CH=book/part1/ch01_min_norm.md   run one chapter under nbval"
 	@echo "make bench   run the performance suite (benchmarks/), not part of make test"
+	@echo "make experiments   run/resume Part IV's stored sweeps (experiments/); JOBS=2, SCALE=paper, NAMES=..."
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +74,16 @@ chapter: venv
 	cd _build/chapter && ../../$(BIN)/pytest --nbval-lax --nbval-current-env \
 	  --nbval-cell-timeout=300 -p no:cacheprovider -o addopts="" --rootdir=. -q \
 	  --durations=5 $$(basename $(CH) .md).ipynb
+
+JOBS ?= 1
+SCALE ?= book
+# Part IV's heavy sweeps, stored with provenance in experiments/results/ (resumable: rerun to
+# continue; NAMES="ch12_gd ch14_edge" runs some; SCHEDULER=tcp://host:8786 uses a Dask
+# cluster). Not part of `make test`, which checks that the stored results are fresh and
+# complete (tests/test_experiments.py).
+experiments: venv
+	nice -n 10 $(BIN)/python experiments/run.py $(NAMES) --jobs $(JOBS) --scale $(SCALE) \
+	  $(if $(SCHEDULER),--scheduler $(SCHEDULER),)
 
 bench: venv
 	$(BIN)/python benchmarks/run_all.py
