@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -49,6 +50,27 @@ _ROUNDING = 1e-12
 #: Grades of how well the Gauss-Newton curvature describes the loss Hessian here: the
 #: relative gap between their top eigenvalues, |lambda_true - lambda_GGN| / lambda_GGN.
 _GRADES = ((1e-6, "exact to rounding"), (1e-3, "close"), (1e-1, "approximate"))
+
+
+SUMMARY_WIDTH = 90
+"""Widest line of :meth:`StabilityReport.summary` (the book shows 90 characters)."""
+
+
+def _wrap_line(line: str, width: int = SUMMARY_WIDTH) -> str:
+    """Wrap one summary entry at spaces; continuation lines are indented by 6."""
+    if len(line) <= width:
+        return line
+    indent = line[: len(line) - len(line.lstrip())]
+    return "\n".join(
+        textwrap.wrap(
+            line.strip(),
+            width=width,
+            initial_indent=indent,
+            subsequent_indent=indent + "    ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+    )
 
 
 @dataclass
@@ -189,7 +211,11 @@ class StabilityReport:
         return text
 
     def summary(self) -> str:
-        """A readable multi-line report; every line that states a condition says holds/fails."""
+        """A readable multi-line report; every line that states a condition says holds/fails.
+
+        Lines are at most ``SUMMARY_WIDTH`` (90) characters: a longer entry is wrapped at
+        spaces, its continuation lines indented, so that a printed report does not scroll.
+        """
 
         def holds(ok: bool) -> str:
             return "holds" if ok else "FAILS"
@@ -248,7 +274,7 @@ class StabilityReport:
                 lines.append(f"  {key}: {value}")
         lines.append(f"  verdict: {self.verdict}")
         lines += [f"  note: {note}" for note in self.notes]
-        return "\n".join(lines)
+        return "\n".join(_wrap_line(line) for line in lines)
 
     def _gap_text(self) -> str:
         if self.linearisation_gap is None:
