@@ -261,3 +261,18 @@ def test_bad_arguments_are_named(minimum, kwargs, error, match):
     args = {"lr": 0.01, "batch_size": 2, **kwargs}
     with pytest.raises(error, match=match):
         diagnose(model, (X, y), **args)
+
+
+def test_summary_fits_the_page_and_keeps_every_word(minimum, monkeypatch):
+    """Lines of summary() are at most 90 characters; wrapping moves words, never drops them."""
+    import companion.nets.diagnosis as diagnosis
+
+    model, X, y = minimum
+    rep = diagnose(model, (X, y), 0.1, 2, loss=HalfSquaredError(), batch_sizes=[1, 2, 4])
+    text = rep.summary()
+    assert max(len(line) for line in text.splitlines()) <= 90
+    monkeypatch.setattr(diagnosis, "SUMMARY_WIDTH", 10_000)
+    monkeypatch.setattr(diagnosis, "_wrap_line", lambda line, width=10_000: line)
+    unwrapped = rep.summary()
+    assert max(len(line) for line in unwrapped.splitlines()) > 90  # the check has teeth
+    assert text.split() == unwrapped.split()
