@@ -7,11 +7,11 @@ and safe headless. The geometry (``wme_boundary``, ``wme_region_contains``,
 
 The sharpness/non-uniformity diagram
 ------------------------------------
-Following :cite:p:`wu2018sgd` and :cite:p:`wu2020slides`, a minimum is summarised by its sharpness :math:`a = \lambda_{\max}(H)` and its
-non-uniformity :math:`s = \sqrt{\lambda_{\max}(\Sigma)}`,
-:math:`\Sigma = \frac1n\sum_i H_i^2 - H^2`. In one dimension SGD multiplies
-:math:`\mathbb E x^2` by :math:`(1 - \eta a)^2 + \eta^2 p s^2` per step, so the minimum is
-mean-square stable iff
+Following :cite:p:`wu2018sgd` and :cite:p:`wu2020slides`, a minimum is summarised by its
+sharpness :math:`a = \lambda_{\max}(H)` and its non-uniformity :math:`s =
+\sqrt{\lambda_{\max}(\Sigma)}`, :math:`\Sigma = \frac1n\sum_i H_i^2 - H^2`. In one dimension
+SGD multiplies :math:`\mathbb E x^2` by :math:`(1 - \eta a)^2 + \eta^2 p s^2` per step, so the
+minimum is mean-square stable iff
 
 .. math::
 
@@ -53,6 +53,17 @@ __all__ = [
     "place_minima",
     "stability_diagram",
 ]
+
+
+def _minima_stacks(minima) -> tuple[list[np.ndarray], int]:
+    """Validated per-sample Hessian stacks of several minima, and their common ``n``."""
+    stacks = [as_hessians(h, f"minima[{j}]") for j, h in enumerate(minima)]
+    if not stacks:
+        raise ValueError("minima must hold at least one stack of per-sample Hessians")
+    sizes = {h.shape[0] for h in stacks}
+    if len(sizes) != 1:
+        raise ValueError(f"every minimum must have the same number of samples n, got {sizes}")
+    return stacks, sizes.pop()
 
 
 def stability_diagram(
@@ -184,13 +195,7 @@ def diagram_points(
     DiagramPoints
     """
     lr = check_lr(lr)
-    stacks = [as_hessians(h, f"minima[{j}]") for j, h in enumerate(minima)]
-    if not stacks:
-        raise ValueError("minima must hold at least one stack of per-sample Hessians")
-    sizes = {h.shape[0] for h in stacks}
-    if len(sizes) != 1:
-        raise ValueError(f"every minimum must have the same number of samples n, got {sizes}")
-    n = sizes.pop()
+    stacks, n = _minima_stacks(minima)
     batch_noise_factor(n, batch_size, replacement)  # validates batch_size and replacement
     a = np.array([sharpness(h) for h in stacks])
     s = np.array([non_uniformity(h) for h in stacks])
@@ -542,13 +547,7 @@ def interactive_stability_diagram(
     import json
     import uuid
 
-    stacks = [as_hessians(h, f"minima[{j}]") for j, h in enumerate(minima)]
-    if not stacks:
-        raise ValueError("minima must hold at least one stack of per-sample Hessians")
-    sizes = {h.shape[0] for h in stacks}
-    if len(sizes) != 1:
-        raise ValueError(f"every minimum must have the same number of samples n, got {sizes}")
-    n = sizes.pop()
+    stacks, n = _minima_stacks(minima)
     try:
         lo, hi = (float(v) for v in lr_range)
     except (TypeError, ValueError) as exc:
