@@ -229,3 +229,44 @@ def test_kth_order_on_singular_hessian_includes_lower_orders():
         lo, hi = (mid, hi) if radius(mid) <= 1 + 1e-10 else (lo, mid)
     assert eta3 == pytest.approx(lo, rel=1e-7)
     assert eta3 <= thresholds.ms_threshold(hs, b) * (1 + 1e-9)
+
+
+def test_lanczos_leaves_blas_thread_counts_as_it_found_them(monkeypatch, request):
+    """ARPACK runs single-threaded inside the Lanczos route; the caller's BLAS thread counts
+    are restored afterwards, also when ARPACK fails, and the operator products ran with them."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import scipy.sparse.linalg as spla
+
+    from companion.stability import curvature as curvature_module
+
+    def blas_threads():
+        return [lib.num_threads for lib in threadpoolctl.ThreadpoolController().select(
+            user_api="blas").lib_controllers]  # fmt: skip
+
+    limits = threadpoolctl.threadpool_limits(limits=2, user_api="blas")  # teeth on 1-core CI
+    request.addfinalizer(limits.restore_original_limits)
+    before = blas_threads()
+    assert all(count == 2 for count in before)
+    rng = np.random.default_rng(5)
+    jac = random_jacobians(rng, 8, 2, 12)
+    curv = Curvature.from_jacobians(jac)
+    dense = curv.generalized_sharpness(2, method="dense")
+    seen = []
+    noise = curv._noise
+
+    def recording_noise(x):
+        seen.append(blas_threads())
+        return noise(x)
+
+    monkeypatch.setattr(curv, "_noise", recording_noise)
+    assert curv.generalized_sharpness(2, method="lanczos") == pytest.approx(dense, rel=1e-9)
+    assert blas_threads() == before
+    assert seen and all(counts == before for counts in seen)
+
+    def failing_eigsh(*args, **kwargs):
+        raise spla.ArpackError(-9999)
+
+    monkeypatch.setattr(curvature_module.spla, "eigsh", failing_eigsh)
+    with pytest.raises(spla.ArpackError):
+        Curvature.from_jacobians(jac).generalized_sharpness(2, method="lanczos")
+    assert blas_threads() == before
